@@ -1,0 +1,17 @@
+"""Attacks: configured objects called as attack(model, x, y) -> AttackResult."""
+from .apgd import APGD, APGDT
+from .base import Attack, AttackResult, ModelProbe
+from .deepfool import DeepFool
+from .fgsm import FGM, FGSM
+from .losses import LOSSES, attack_loss, is_successful, logit_margin
+from .noise import RandomNoise
+from .pgd import BIM, PGD
+from .sparse import SparseL0
+from .square import Square
+from .targeting import TargetSpec, resolve_targets
+
+__all__ = [
+    "Attack", "AttackResult", "ModelProbe", "FGSM", "FGM", "RandomNoise", "PGD", "BIM", "APGD", "APGDT",
+    "Square", "DeepFool", "SparseL0", "attack_loss", "is_successful", "logit_margin", "LOSSES",
+    "TargetSpec", "resolve_targets",
+]

@@ -1,0 +1,206 @@
+"""The attack interface: a configured object called as attack(model, x, y) -> AttackResult.
+
+The base class owns everything attacks share: input validation, the attack-mode guard, counting
+forward/backward passes, target resolution, skipping points that are already adversarial, and the
+final bookkeeping (success, norms). Subclasses implement `_run` on the points still to attack.
+"""
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import AttackConfigError, InputError, ModelOutputError
+from ..models.guard import attack_mode
+from ..threat import ThreatModel
+from .losses import attack_loss, is_successful
+from .targeting import TargetSpec, check_target_spec, resolve_targets
+
+
+@dataclass
+class AttackResult:
+    """What an attack returns. All tensors are per sample, on the inputs' device."""
+
+    x_adv: Tensor
+    success: Tensor            # bool [N]: misclassified (untargeted) or classified as target
+    norms: Tensor              # [N] distance ||x_adv - x|| under the attack's norm
+    loss: Tensor               # [N] attack loss at x_adv (the best iterate's loss)
+    n_forward: int             # forward passes, counted in samples
+    n_backward: int            # input-gradient passes, counted in samples
+    targets: Tensor | None = None
+    seed: int | None = None
+    attack: str = ""
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def success_rate(self) -> float:
+        return float(self.success.float().mean())
+
+    def robust_accuracy(self, y: Tensor) -> float:
+        """Fraction still correct after the attack (for untargeted results)."""
+        return float((~self.success).float().mean())
+
+
+class ModelProbe:
+    """Calls the model on behalf of an attack and counts forward/backward passes (in samples)."""
+
+    def __init__(self, model: nn.Module, num_classes: int | None = None) -> None:
+        self.model = model
+        self.num_classes = num_classes
+        self.n_forward = 0
+        self.n_backward = 0
+
+    def _check(self, out: object, n: int) -> Tensor:
+        if not isinstance(out, Tensor):
+            raise ModelOutputError(f"the model returned {type(out).__name__}, expected a logits tensor")
+        if out.ndim != 2 or out.shape[0] != n:
+            raise ModelOutputError(
+                f"the model returned shape {tuple(out.shape)} for a batch of {n}; expected (N, num_classes)")
+        if out.shape[1] < 2:
+            raise ModelOutputError(f"the model returned {out.shape[1]} class(es); need at least 2")
+        if self.num_classes is not None and out.shape[1] != self.num_classes:
+            raise ModelOutputError(f"the model returned {out.shape[1]} classes, expected {self.num_classes}")
+        return out
+
+    @torch.no_grad()
+    def logits(self, x: Tensor) -> Tensor:
+        """Logits without autograd."""
+        self.n_forward += x.shape[0]
+        return self._check(self.model(x), x.shape[0])
+
+    def loss_and_grad(self, x: Tensor, y: Tensor, targets: Tensor | None,
+                      loss: str) -> tuple[Tensor, Tensor, Tensor]:
+        """(per-sample loss, gradient w.r.t. x, logits) at x; no parameter gradients are built."""
+        x_req = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            out = self._check(self.model(x_req), x.shape[0])
+            values = attack_loss(loss, out, y, targets)
+            grad, = torch.autograd.grad(values.sum(), x_req)
+        self.n_forward += x.shape[0]
+        self.n_backward += x.shape[0]
+        return values.detach(), grad.detach(), out.detach()
+
+
+def check_labels(y: object, n: int, device: torch.device, name: str = "y") -> Tensor:
+    """Labels must be an integer tensor of shape (N,) on the inputs' device."""
+    if not isinstance(y, Tensor):
+        raise InputError(f"{name} must be a torch.Tensor of class indices, got {type(y).__name__}")
+    if y.dtype == torch.bool or y.is_floating_point() or y.is_complex():
+        raise InputError(f"{name} must hold integer class indices, got dtype {y.dtype}")
+    if y.ndim != 1:
+        raise InputError(f"{name} must have shape (N,), got {tuple(y.shape)}")
+    if y.shape[0] != n:
+        raise InputError(f"batch size mismatch: x has {n} samples, {name} has {y.shape[0]}")
+    if y.device != device:
+        raise InputError(f"{name} is on {y.device} but x is on {device}; put them on the same device")
+    return y.long()
+
+
+def check_label_range(y: Tensor, num_classes: int, name: str = "y") -> None:
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise InputError(
+            f"{name} has values in [{int(y.min())}, {int(y.max())}] but the model has {num_classes} classes")
+
+
+def make_generator(seed: int | None, device: torch.device) -> tuple[torch.Generator, int]:
+    """A generator on the inputs' device; a fresh seed is drawn (and recorded) when seed is None."""
+    if seed is None:
+        seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(seed))
+    return gen, int(seed)
+
+
+class Attack(ABC):
+    """Base class: subclasses set `name`, `norms` and implement `_run`."""
+
+    name: ClassVar[str] = "attack"
+    norms: ClassVar[tuple[str, ...]] = ("linf", "l2", "l1", "l0")
+    uses_gradients: ClassVar[bool] = True
+
+    def __init__(self, threat: ThreatModel, *, target: TargetSpec = None, seed: int | None = 0) -> None:
+        if not isinstance(threat, ThreatModel):
+            raise AttackConfigError(f"threat must be a ThreatModel, got {type(threat).__name__}")
+        if threat.norm not in self.norms:
+            raise AttackConfigError(
+                f"{type(self).__name__} supports norms {', '.join(self.norms)}, not {threat.norm!r}")
+        self.threat = threat
+        self.target = check_target_spec(target)
+        self.seed = seed
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.threat}, target={self.target!r})"
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, *,
+                 targets: Tensor | None = None) -> AttackResult:
+        """Attack the batch (x, y). Pass `targets` for a targeted attack with explicit classes."""
+        start = time.perf_counter()
+        self.threat.check_inputs(x)
+        y = check_labels(y, x.shape[0], x.device)
+        if targets is not None:
+            targets = check_labels(targets, x.shape[0], x.device, name="targets")
+        x = x.detach()
+        gen, seed = make_generator(self.seed, x.device)
+        with attack_mode(model):
+            probe = ModelProbe(model)
+            clean = probe.logits(x)
+            probe.num_classes = clean.shape[1]
+            check_label_range(y, clean.shape[1])
+            if targets is not None:
+                check_label_range(targets, clean.shape[1], name="targets")
+                if bool((targets == y).any()):
+                    raise InputError("targets equal the true labels for some samples")
+            else:
+                targets = resolve_targets(self.target, y, clean, gen)
+            x_adv = x.clone()
+            extra: dict[str, Tensor] = {}
+            loss = attack_loss("ce", clean, y, targets)
+            todo = ~is_successful(clean, y, targets)
+            idx = todo.nonzero().squeeze(1)
+            if idx.numel():
+                t_sub = targets[idx] if targets is not None else None
+                out = self._run(probe, x[idx], y[idx], t_sub, gen)
+                x_adv[idx] = out[0].to(x.dtype)
+                loss[idx] = out[1].to(loss.dtype)
+                for key, sub in (out[2].items() if len(out) > 2 else ()):
+                    full = x.clone() if sub.shape == x[idx].shape else sub.new_zeros((x.shape[0], *sub.shape[1:]))
+                    full[idx] = sub
+                    extra[key] = full
+            x_adv = self._finalize(x, x_adv)
+            final = probe.logits(x_adv)
+            success = is_successful(final, y, targets)
+        return AttackResult(
+            x_adv=x_adv, success=success, norms=self.threat.distance(x, x_adv), loss=loss,
+            n_forward=probe.n_forward, n_backward=probe.n_backward, targets=targets, seed=seed,
+            attack=type(self).__name__, seconds=time.perf_counter() - start, extra=extra)
+
+    def _finalize(self, x: Tensor, x_adv: Tensor) -> Tensor:
+        """Last guarantee that the output is feasible; minimal-norm attacks override this."""
+        return self.threat.project(x, x_adv)
+
+    @abstractmethod
+    def _run(self, probe: ModelProbe, x: Tensor, y: Tensor, targets: Tensor | None,
+             gen: torch.Generator) -> tuple[Tensor, ...]:
+        """Attack points that are not yet adversarial; return (x_adv, loss per sample) and
+        optionally a dict of further per-sample tensors, which lands in AttackResult.extra."""
+
+
+def positive_int(name: str, value: int, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise AttackConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def positive_float(name: str, value: float, allow_zero: bool = False) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise AttackConfigError(f"{name} must be a number, got {value!r}") from None
+    if not (v > 0 or (allow_zero and v == 0)) or v != v or v == float("inf"):
+        raise AttackConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'} and finite, got {value!r}")
+    return v

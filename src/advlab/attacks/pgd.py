@@ -1,0 +1,119 @@
+"""Projected gradient descent (Madry et al. 2018) and BIM, for linf / l2 / l1 threat models."""
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from ..errors import AttackConfigError
+from ..threat import ThreatModel
+from .base import Attack, ModelProbe, positive_float, positive_int
+from .losses import attack_loss, check_loss_name, is_successful
+from .targeting import TargetSpec
+
+Schedule = Literal["constant", "cosine", "step"]
+
+
+def step_size_at(base: float, step: int, total: int, schedule: str) -> float:
+    """Step size of iteration `step` out of `total` under a schedule."""
+    if schedule == "constant":
+        return base
+    if schedule == "cosine":
+        return base * 0.5 * (1 + math.cos(math.pi * step / total))
+    if schedule == "step":
+        return base * (0.1 if step >= 0.75 * total else 0.5 if step >= 0.5 * total else 1.0)
+    raise AttackConfigError(f"unknown step-size schedule {schedule!r}; use constant, cosine or step")
+
+
+class BestIterate:
+    """Per-sample best point seen so far: a successful point beats any unsuccessful one; ties on
+    success are broken by the higher loss."""
+
+    def __init__(self, x: Tensor) -> None:
+        self.x = x.clone()
+        self.loss = torch.full((x.shape[0],), float("-inf"), device=x.device, dtype=torch.float32)
+        self.success = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+
+    def update(self, ids: Tensor, x: Tensor, loss: Tensor, success: Tensor) -> None:
+        old_s, old_l = self.success[ids], self.loss[ids]
+        better = (success & ~old_s) | ((success == old_s) & (loss.float() > old_l))
+        sel = ids[better]
+        self.x[sel] = x[better]
+        self.loss[sel] = loss[better].float()
+        self.success[sel] = success[better]
+
+
+class PGD(Attack):
+    """Iterated steepest ascent with projection, random start, restarts and best iterate.
+
+    steps: iterations per restart; step_size: absolute (default 2.5 * eps / steps);
+    early_stop: stop iterating on a sample once it is adversarial (its point is then kept);
+    restarts: further random starts run only on samples not yet broken.
+    """
+
+    name = "pgd"
+    norms = ("linf", "l2", "l1")
+
+    def __init__(self, threat: ThreatModel, *, steps: int = 10, step_size: float | None = None,
+                 random_start: bool = True, restarts: int = 1, loss: str = "ce",
+                 target: TargetSpec = None, schedule: Schedule = "constant", early_stop: bool = True,
+                 l1_topk: float = 0.05, seed: int | None = 0) -> None:
+        super().__init__(threat, target=target, seed=seed)
+        self.steps = positive_int("steps", steps)
+        self.restarts = positive_int("restarts", restarts)
+        self.step_size = (2.5 * threat.eps / self.steps if step_size is None
+                          else positive_float("step_size", step_size, allow_zero=True))
+        self.random_start = bool(random_start)
+        self.loss = check_loss_name(loss)
+        step_size_at(1.0, 0, 1, schedule)
+        self.schedule = schedule
+        self.early_stop = bool(early_stop)
+        self.l1_topk = positive_float("l1_topk", l1_topk)
+
+    def _run(self, probe: ModelProbe, x: Tensor, y: Tensor, targets: Tensor | None,
+             gen: torch.Generator) -> tuple[Tensor, Tensor]:
+        best = BestIterate(x)
+        all_ids = torch.arange(x.shape[0], device=x.device)
+        for _ in range(self.restarts):
+            ids = all_ids[~best.success] if self.early_stop else all_ids
+            if ids.numel() == 0:
+                break
+            self._one_run(probe, x, y, targets, ids, best, gen)
+        return best.x, best.loss
+
+    def _one_run(self, probe: ModelProbe, x: Tensor, y: Tensor, targets: Tensor | None,
+                 ids: Tensor, best: BestIterate, gen: torch.Generator) -> None:
+        xs, ys = x[ids], y[ids]
+        ts = targets[ids] if targets is not None else None
+        cur = self.threat.random_start(xs, gen) if self.random_start else xs.clone()
+        for k in range(self.steps + 1):
+            if k < self.steps:
+                loss, grad, logits = probe.loss_and_grad(cur, ys, ts, self.loss)
+            else:
+                logits = probe.logits(cur)
+                loss = attack_loss(self.loss, logits, ys, ts)
+            success = is_successful(logits, ys, ts)
+            best.update(ids, cur, loss, success)
+            if k == self.steps:
+                break
+            if self.early_stop and bool(success.any()):
+                keep = ~success
+                if not bool(keep.any()):
+                    break
+                ids, xs, ys, cur, grad = ids[keep], xs[keep], ys[keep], cur[keep], grad[keep]
+                ts = ts[keep] if ts is not None else None
+            size = step_size_at(self.step_size, k, self.steps, self.schedule)
+            cur = self.threat.project(xs, cur + self.threat.step(grad, size, l1_topk=self.l1_topk))
+
+
+class BIM(PGD):
+    """Basic iterative method (Kurakin et al.): PGD without random start."""
+
+    name = "bim"
+
+    def __init__(self, threat: ThreatModel, *, steps: int = 10, step_size: float | None = None,
+                 loss: str = "ce", target: TargetSpec = None, seed: int | None = 0) -> None:
+        super().__init__(threat, steps=steps, step_size=step_size, random_start=False, restarts=1,
+                         loss=loss, target=target, seed=seed)

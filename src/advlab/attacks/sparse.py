@@ -1,0 +1,75 @@
+"""Greedy few-pixel L0 attack: the construction used for learning-from-perturbation datasets.
+
+Each step adds the not-yet-changed input entry with the largest gradient magnitude (among those
+that can still move in the ascent direction), until `eps` entries are chosen, and then takes a
+sign-gradient step of `step_size` on all chosen entries, clipped to the bounds. The best iterate
+(adversarial first, then highest loss) is kept. Targeted mode descends the target's cross-entropy.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..threat import ThreatModel
+from .base import Attack, ModelProbe, positive_float, positive_int
+from .losses import attack_loss, check_loss_name, is_successful
+from .pgd import BestIterate
+from .targeting import TargetSpec
+
+
+class SparseL0(Attack):
+    """Greedy L0 attack; `threat.eps` is the number of input entries it may change."""
+
+    name = "sparse-l0"
+    norms = ("l0",)
+
+    def __init__(self, threat: ThreatModel, *, steps: int = 100, step_size: float | None = None,
+                 pixels_per_step: int = 1, loss: str = "ce", target: TargetSpec = None,
+                 early_stop: bool = True, seed: int | None = 0) -> None:
+        super().__init__(threat, target=target, seed=seed)
+        self.steps = positive_int("steps", steps)
+        lo, hi = threat.bounds
+        self.step_size = (hi - lo) / 4 if step_size is None else positive_float("step_size", step_size)
+        self.pixels_per_step = positive_int("pixels_per_step", pixels_per_step)
+        self.loss = check_loss_name(loss)
+        self.early_stop = bool(early_stop)
+
+    def _run(self, probe: ModelProbe, x: Tensor, y: Tensor, targets: Tensor | None,
+             gen: torch.Generator) -> tuple[Tensor, Tensor]:
+        lo, hi = self.threat.bounds
+        budget = int(self.threat.eps)
+        best = BestIterate(x)
+        ids = torch.arange(x.shape[0], device=x.device)
+        xs, ys, ts, cur = x, y, targets, x.clone()
+        chosen = torch.zeros(x.shape[0], x[0].numel(), dtype=torch.bool, device=x.device)
+        for k in range(self.steps + 1):
+            if k < self.steps:
+                loss, grad, logits = probe.loss_and_grad(cur, ys, ts, self.loss)
+            else:
+                logits = probe.logits(cur)
+                loss = attack_loss(self.loss, logits, ys, ts)
+            success = is_successful(logits, ys, ts)
+            best.update(ids, cur, loss, success)
+            if k == self.steps or budget == 0:
+                break
+            if self.early_stop and bool(success.any()):
+                keep = ~success
+                if not bool(keep.any()):
+                    break
+                ids, xs, ys, cur, grad, chosen = ids[keep], xs[keep], ys[keep], cur[keep], grad[keep], chosen[keep]
+                ts = ts[keep] if ts is not None else None
+            g = grad.reshape(grad.shape[0], -1)
+            c = cur.reshape(cur.shape[0], -1)
+            room = chosen.sum(dim=1) < budget
+            if bool(room.any()):
+                movable = ((g > 0) & (c < hi)) | ((g < 0) & (c > lo))
+                score = torch.where(movable & ~chosen, g.abs(), torch.zeros_like(g))
+                n_new = min(self.pixels_per_step, g.shape[1])
+                top = score.topk(n_new, dim=1)
+                left = (budget - chosen.sum(dim=1)).clamp_min(0)
+                take = (top.values > 0) & (torch.arange(n_new, device=g.device) < left.unsqueeze(1))
+                take &= room.unsqueeze(1)
+                chosen = chosen.scatter(1, top.indices, take | chosen.gather(1, top.indices))
+            step = self.step_size * g.sign() * chosen
+            cur = (c + step).clamp(lo, hi).reshape(cur.shape)
+        return best.x, best.loss
