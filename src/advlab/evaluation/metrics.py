@@ -26,7 +26,8 @@ def accuracy_vs_eps(min_norms: Tensor, eps_grid: Sequence[float]) -> list[tuple[
     """Robust accuracy at each eps from per-sample minimal adversarial norms (0 = clean error,
     inf = never broken): a sample is robust at eps iff its minimal norm is > eps."""
     norms = min_norms.detach().float().cpu()
-    return [(float(e), float((norms > e).float().mean())) for e in eps_grid]
+    n = max(norms.numel(), 1)
+    return [(float(e), int((norms > e).sum()) / n) for e in eps_grid]
 
 
 def mean_confidence(logits: Tensor, mask: Tensor | None = None) -> float:

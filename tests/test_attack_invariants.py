@@ -1,0 +1,119 @@
+"""Invariants every attack must keep, on every norm branch, dtype and input shape."""
+import pytest
+import torch
+
+from advlab import ThreatModel
+from advlab.attacks import (APGD, APGDT, BIM, FGSM, PGD, DeepFool, RandomNoise, SparseL0, Square)
+
+EPS = {"linf": 0.05, "l2": 0.5, "l1": 2.0, "l0": 4}
+
+ATTACKS = {
+    "fgsm": (("linf", "l2"), lambda th: FGSM(th)),
+    "fgsm-targeted": (("linf", "l2"), lambda th: FGSM(th, target="random")),
+    "noise-sign": (("linf", "l2"), lambda th: RandomNoise(th, "sign")),
+    "noise-uniform": (("linf", "l2"), lambda th: RandomNoise(th, "uniform")),
+    "noise-gaussian": (("linf", "l2"), lambda th: RandomNoise(th, "gaussian")),
+    "pgd": (("linf", "l2", "l1"), lambda th: PGD(th, steps=5, restarts=2)),
+    "pgd-margin-cosine": (("linf", "l2", "l1"), lambda th: PGD(th, steps=5, loss="margin", schedule="cosine")),
+    "pgd-dlr-no-early-stop": (("linf", "l2"), lambda th: PGD(th, steps=5, loss="dlr", early_stop=False)),
+    "pgd-targeted-shift": (("linf", "l2", "l1"), lambda th: PGD(th, steps=5, target=1)),
+    "pgd-least-likely": (("linf", "l2"), lambda th: PGD(th, steps=5, target="least_likely")),
+    "bim": (("linf", "l2"), lambda th: BIM(th, steps=5)),
+    "apgd-ce": (("linf", "l2", "l1"), lambda th: APGD(th, steps=10)),
+    "apgd-dlr": (("linf", "l2"), lambda th: APGD(th, steps=10, loss="dlr")),
+    "apgd-targeted": (("linf", "l2"), lambda th: APGD(th, steps=10, loss="dlr", target="random")),
+    "apgd-t": (("linf", "l2", "l1"), lambda th: APGDT(th, steps=10, n_target_classes=3)),
+    "square": (("linf", "l2"), lambda th: Square(th, n_queries=30)),
+    "square-targeted": (("linf", "l2"), lambda th: Square(th, n_queries=30, target="random")),
+    "deepfool": (("linf", "l2"), lambda th: DeepFool(th, steps=10)),
+    "sparse-l0": (("l0",), lambda th: SparseL0(th, steps=8)),
+    "sparse-l0-targeted": (("l0",), lambda th: SparseL0(th, steps=8, target="random")),
+}
+CASES = [(name, norm) for name, (norms, _) in ATTACKS.items() for norm in norms]
+
+
+def _build(name, norm):
+    return ATTACKS[name][1](ThreatModel(norm, EPS[norm]))
+
+
+@pytest.mark.parametrize("name,norm", CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_inside_ball_and_bounds_and_shapes(model_and_data, name, norm, dtype):
+    model, x, y = model_and_data
+    model, x = model.to(dtype), x.to(dtype)
+    attack = _build(name, norm)
+    r = attack(model, x, y)
+    assert r.x_adv.shape == x.shape and r.x_adv.dtype == dtype
+    assert r.success.shape == (x.shape[0],) and r.success.dtype == torch.bool
+    tol = 0.5 if norm == "l0" else 1e-6
+    assert float(r.norms.max()) <= EPS[norm] + tol
+    assert float(r.x_adv.min()) >= 0.0 and float(r.x_adv.max()) <= 1.0
+    assert torch.allclose(r.norms, attack.threat.distance(x, r.x_adv))
+    assert r.n_forward > 0
+    if attack.uses_gradients:
+        assert r.n_backward > 0
+    else:
+        assert r.n_backward == 0
+
+
+@pytest.mark.parametrize("name,norm", CASES)
+def test_deterministic_under_seed(model_and_data, name, norm):
+    model, x, y = model_and_data
+    a, b = _build(name, norm)(model, x, y), _build(name, norm)(model, x, y)
+    assert torch.equal(a.x_adv, b.x_adv)
+    assert torch.equal(a.success, b.success)
+
+
+@pytest.mark.parametrize("name,norm", CASES)
+def test_model_mode_and_flags_restored(model_and_data, name, norm):
+    model, x, y = model_and_data
+    model.train()
+    first = next(model.children())
+    first.eval()  # mixed modes must survive exactly
+    params = list(model.parameters())
+    params[0].requires_grad_(False)
+    before_modes = [m.training for m in model.modules()]
+    before_flags = [p.requires_grad for p in params]
+    before_weights = [p.detach().clone() for p in params]
+    _build(name, norm)(model, x, y)
+    assert [m.training for m in model.modules()] == before_modes
+    assert [p.requires_grad for p in params] == before_flags
+    assert all(p.grad is None for p in params), "attacks must not build weight gradients"
+    assert all(torch.equal(a, b) for a, b in zip(before_weights, params))
+    model.eval()
+
+
+def test_success_matches_model_prediction(model_and_data):
+    model, x, y = model_and_data
+    r = PGD(ThreatModel("linf", 0.3), steps=10)(model, x, y)
+    with torch.no_grad():
+        pred = model(r.x_adv).argmax(1)
+    assert torch.equal(r.success, pred != y)
+
+
+def test_already_misclassified_points_are_left_alone(model_and_data):
+    model, x, y = model_and_data
+    wrong = (y + 1) % 10
+    r = PGD(ThreatModel("linf", 0.1), steps=5)(model, x, wrong)
+    assert bool(r.success.all())
+    assert torch.equal(r.x_adv, x)
+    assert r.n_backward == 0
+
+
+def test_different_seeds_give_different_random_starts(model_and_data):
+    model, x, y = model_and_data
+    th = ThreatModel("linf", 0.05)
+    a = RandomNoise(th, "uniform", seed=1)(model, x, y)
+    b = RandomNoise(th, "uniform", seed=2)(model, x, y)
+    assert not torch.equal(a.x_adv, b.x_adv)
+    assert a.seed == 1 and b.seed == 2
+    c = RandomNoise(th, "uniform", seed=None)(model, x, y)
+    assert isinstance(c.seed, int)
+
+
+def test_restarts_never_hurt(model_and_data):
+    model, x, y = model_and_data
+    th = ThreatModel("linf", 0.02)
+    one = PGD(th, steps=5, restarts=1)(model, x, y)
+    three = PGD(th, steps=5, restarts=3)(model, x, y)
+    assert int(three.success.sum()) >= int(one.success.sum())
