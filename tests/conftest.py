@@ -51,7 +51,7 @@ def mnist_cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def mnist_mlp(mnist_cache):
-    """A 784-256-10 MLP trained 2 epochs on 20k MNIST images, plus 500 test points."""
+    """A 784-256-10 MLP trained 2 epochs on 20k MNIST images, plus 1000 test points."""
     from advlab.data import load_mnist
     from advlab.training import train_classifier
     train, test = load_mnist("train"), load_mnist("test")
@@ -59,4 +59,4 @@ def mnist_mlp(mnist_cache):
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
     train_classifier(model, train.x[:20000], train.y[:20000], epochs=2, batch_size=100, lr=1e-3)
     model.eval()
-    return model, test.x[:500].clone(), test.y[:500].clone()
+    return model, test.x[:1000].clone(), test.y[:1000].clone()

@@ -199,8 +199,17 @@ class ThreatModel:
         direction = flat / (flat.norm(dim=1, keepdim=True) + _TINY)
         return size * direction.reshape(grad.shape)
 
-    def random_start(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """A point drawn uniformly from the eps-ball around x, then clipped to the bounds."""
+    def random_start(self, x: Tensor, generator: torch.Generator | None = None, *,
+                     radius: Literal["volume", "uniform"] = "volume") -> Tensor:
+        """A random point of the eps-ball around x, clipped to the bounds.
+
+        radius='volume': uniform over the ball's volume (in high dimension almost surely next to
+        the sphere). radius='uniform' (l2/l1): a uniform direction at a radius drawn from U(0, eps),
+        the start torchattacks and advertorch use, which PGD prefers: a start on the sphere in a
+        random direction wastes the budget that the first steps spend undoing it.
+        """
+        if radius not in ("volume", "uniform"):
+            raise ThreatModelError(f"radius must be 'volume' or 'uniform', got {radius!r}")
         n = x.shape[0]
         flat_dim = x[0].numel()
         kw = dict(device=x.device, dtype=x.dtype, generator=generator)
@@ -209,14 +218,17 @@ class ThreatModel:
         elif self.norm == "l2":
             direction = torch.randn(n, flat_dim, **kw)
             direction = direction / (direction.norm(dim=1, keepdim=True) + _TINY)
-            radius = torch.rand(n, 1, **kw) ** (1.0 / flat_dim) * self.eps
+            u = torch.rand(n, 1, **kw)
+            radius = (u ** (1.0 / flat_dim) if radius == "volume" else u) * self.eps
             delta = (direction * radius).reshape(x.shape)
         elif self.norm == "l1":
             # Uniform in the l1 ball: normalized exponentials with one slack coordinate, random signs.
             e = -torch.log(torch.rand(n, flat_dim + 1, **kw).clamp_min(1e-30))
             mags = (e / e.sum(dim=1, keepdim=True))[:, :flat_dim]
             signs = torch.rand(n, flat_dim, **kw).lt(0.5).to(x.dtype) * 2 - 1
-            delta = (mags * signs * self.eps).reshape(x.shape)
+            scale = self.eps if radius == "volume" else self.eps * torch.rand(n, 1, **kw)
+            delta = (mags / (mags.sum(dim=1, keepdim=True) + _TINY) * scale * signs
+                     if radius == "uniform" else mags * signs * self.eps).reshape(x.shape)
         else:
             k = min(int(self.eps), flat_dim)
             scores = torch.rand(n, flat_dim, **kw)

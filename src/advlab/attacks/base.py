@@ -123,6 +123,10 @@ class Attack(ABC):
     norms: ClassVar[tuple[str, ...]] = ("linf", "l2", "l1", "l0")
     uses_gradients: ClassVar[bool] = True
 
+    skip_adversarial: ClassVar[bool] = True
+    """Leave points that are already adversarial at x untouched (saves work in evaluation). Fixed
+    maps such as FGSM and noise, and training objectives, perturb every point instead."""
+
     def __init__(self, threat: ThreatModel, *, target: TargetSpec = None, seed: int | None = 0) -> None:
         if not isinstance(threat, ThreatModel):
             raise AttackConfigError(f"threat must be a ThreatModel, got {type(threat).__name__}")
@@ -160,7 +164,7 @@ class Attack(ABC):
             x_adv = x.clone()
             extra: dict[str, Tensor] = {}
             loss = attack_loss("ce", clean, y, targets)
-            todo = ~is_successful(clean, y, targets)
+            todo = ~is_successful(clean, y, targets) if self.skip_adversarial else torch.ones_like(y, dtype=torch.bool)
             idx = todo.nonzero().squeeze(1)
             if idx.numel():
                 t_sub = targets[idx] if targets is not None else None

@@ -19,6 +19,7 @@ class FGSM(Attack):
 
     name = "fgsm"
     norms = ("linf", "l2")
+    skip_adversarial = False
 
     def __init__(self, threat: ThreatModel, *, loss: str = "ce", target: TargetSpec = None,
                  seed: int | None = 0) -> None:

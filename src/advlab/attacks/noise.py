@@ -26,6 +26,7 @@ class RandomNoise(Attack):
     name = "noise"
     norms = ("linf", "l2")
     uses_gradients = False
+    skip_adversarial = False
 
     def __init__(self, threat: ThreatModel, kind: NoiseKind = "sign", *, sigma: float = 1.0,
                  seed: int | None = 0) -> None:

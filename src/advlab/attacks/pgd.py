@@ -87,7 +87,7 @@ class PGD(Attack):
                  ids: Tensor, best: BestIterate, gen: torch.Generator) -> None:
         xs, ys = x[ids], y[ids]
         ts = targets[ids] if targets is not None else None
-        cur = self.threat.random_start(xs, gen) if self.random_start else xs.clone()
+        cur = self.threat.random_start(xs, gen, radius="uniform") if self.random_start else xs.clone()
         for k in range(self.steps + 1):
             if k < self.steps:
                 loss, grad, logits = probe.loss_and_grad(cur, ys, ts, self.loss)
