@@ -172,11 +172,12 @@ class ThreatModel:
         else:
             delta = keep_topk_magnitude(delta, int(self.eps))
         out = self.clip(x + delta)
-        if self.norm == "l2":  # guard against rounding pushing the norm a hair over eps
-            n = flat_norm(out - x, "l2")
+        if self.norm in ("l2", "l1"):  # guard against rounding pushing the norm a hair over eps
+            n = flat_norm(out - x, self.norm)
             over = n > self.eps
             if bool(over.any()):
-                scale = torch.where(over, self.eps / (n + _TINY) * (1 - 1e-7), torch.ones_like(n))
+                shrink = 1 - 8 * torch.finfo(out.dtype).eps
+                scale = torch.where(over, self.eps / (n + _TINY) * shrink, torch.ones_like(n))
                 out = x + (out - x) * _per_sample(scale, out)
         return out
 

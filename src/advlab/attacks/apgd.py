@@ -53,7 +53,7 @@ class APGD(Attack):
         return max(int(0.22 * n), 1), max(int(0.03 * n), 1), max(int(0.06 * n), 1)
 
     def _run(self, probe: ModelProbe, x: Tensor, y: Tensor, targets: Tensor | None,
-             gen: torch.Generator) -> tuple[Tensor, Tensor]:
+             gen: torch.Generator) -> tuple[Tensor, ...]:
         best = BestIterate(x)
         ids = torch.arange(x.shape[0], device=x.device)
         for _ in range(self.restarts):
@@ -62,7 +62,7 @@ class APGD(Attack):
                 break
             t = targets[todo] if targets is not None else None
             self._single_run(probe, x, y, todo, t, t, best, gen)
-        return best.x, best.loss
+        return best.result()
 
     def _single_run(self, probe: ModelProbe, x: Tensor, y: Tensor, ids: Tensor,
                     loss_targets: Tensor | None, success_targets: Tensor | None,
@@ -74,7 +74,7 @@ class APGD(Attack):
         xs = s["x"]
         x_adv = _unit_ball_start(th, xs, gen)
         loss, grad, logits = probe.loss_and_grad(x_adv, s["y"], s["lt"], self.loss)
-        best.update(ids, x_adv, loss, is_successful(logits, s["y"], s["st"]))
+        best.update(ids, x_adv, loss, is_successful(logits, s["y"], s["st"]), logits)
         alpha = 1.0 if th.norm == "l1" else 2.0
         s.update(x_adv=x_adv, x_old=x_adv.clone(), grad=grad, x_best=x_adv.clone(), grad_best=grad.clone(),
                  loss_best=loss.clone(), loss_prev=loss.clone(), increases=torch.zeros_like(loss),
@@ -91,7 +91,7 @@ class APGD(Attack):
             loss, grad, logits = probe.loss_and_grad(new, s["y"], s["lt"], self.loss)
             s["x_adv"], s["grad"] = new, grad
             success = is_successful(logits, s["y"], s["st"])
-            best.update(s["ids"], new, loss, success)
+            best.update(s["ids"], new, loss, success, logits)
             s["increases"] = s["increases"] + (loss > s["loss_prev"]).to(loss.dtype)
             s["loss_prev"] = loss
             improved = loss > s["loss_best"]
@@ -136,7 +136,7 @@ class APGDT(APGD):
         self.n_target_classes = positive_int("n_target_classes", n_target_classes)
 
     def _run(self, probe: ModelProbe, x: Tensor, y: Tensor, targets: Tensor | None,
-             gen: torch.Generator) -> tuple[Tensor, Tensor]:
+             gen: torch.Generator) -> tuple[Tensor, ...]:
         best = BestIterate(x)
         clean = probe.logits(x)
         order = clean.argsort(dim=1, descending=True)
@@ -146,9 +146,9 @@ class APGDT(APGD):
             for _ in range(self.restarts):
                 todo = ids[~best.success]
                 if todo.numel() == 0:
-                    return best.x, best.loss
+                    return best.result()
                 # rank-th most likely class other than the top one (the reference's choice)
                 t = order[todo, rank]
                 t = torch.where(t == y[todo], order[todo, 0], t)
                 self._single_run(probe, x, y, todo, t, targets, best, gen)
-        return best.x, best.loss
+        return best.result()

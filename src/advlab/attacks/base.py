@@ -49,11 +49,13 @@ class AttackResult:
 class ModelProbe:
     """Calls the model on behalf of an attack and counts forward/backward passes (in samples)."""
 
-    def __init__(self, model: nn.Module, num_classes: int | None = None) -> None:
+    def __init__(self, model: nn.Module, num_classes: int | None = None,
+                 labels: tuple[Tensor | None, ...] = ()) -> None:
         self.model = model
         self.num_classes = num_classes
         self.n_forward = 0
         self.n_backward = 0
+        self._labels_to_check = labels
 
     def _check(self, out: object, n: int) -> Tensor:
         if not isinstance(out, Tensor):
@@ -63,7 +65,12 @@ class ModelProbe:
                 f"the model returned shape {tuple(out.shape)} for a batch of {n}; expected (N, num_classes)")
         if out.shape[1] < 2:
             raise ModelOutputError(f"the model returned {out.shape[1]} class(es); need at least 2")
-        if self.num_classes is not None and out.shape[1] != self.num_classes:
+        if self.num_classes is None:
+            self.num_classes = out.shape[1]
+            for name, lab in zip(("y", "targets"), self._labels_to_check):
+                if lab is not None:
+                    check_label_range(lab, self.num_classes, name=name)
+        elif out.shape[1] != self.num_classes:
             raise ModelOutputError(f"the model returned {out.shape[1]} classes, expected {self.num_classes}")
         return out
 
@@ -151,32 +158,47 @@ class Attack(ABC):
         x = x.detach()
         gen, seed = make_generator(self.seed, x.device)
         with attack_mode(model):
-            probe = ModelProbe(model)
-            clean = probe.logits(x)
-            probe.num_classes = clean.shape[1]
-            check_label_range(y, clean.shape[1])
-            if targets is not None:
-                check_label_range(targets, clean.shape[1], name="targets")
-                if bool((targets == y).any()):
-                    raise InputError("targets equal the true labels for some samples")
-            else:
+            probe = ModelProbe(model, labels=(y, targets))
+            # a clean forward pass is needed to skip points that are already adversarial and to
+            # derive targets from the clean prediction; otherwise labels are checked on first output
+            clean = probe.logits(x) if (self.skip_adversarial or (targets is None and self.target)) else None
+            if targets is not None and bool((targets == y).any()):
+                raise InputError("targets equal the true labels for some samples")
+            if targets is None and self.target is not None:
                 targets = resolve_targets(self.target, y, clean, gen)
             x_adv = x.clone()
             extra: dict[str, Tensor] = {}
-            loss = attack_loss("ce", clean, y, targets)
-            todo = ~is_successful(clean, y, targets) if self.skip_adversarial else torch.ones_like(y, dtype=torch.bool)
+            if clean is not None and self.skip_adversarial:
+                todo = ~is_successful(clean, y, targets)
+                loss = attack_loss("ce", clean, y, targets)
+                final = clean.clone()
+            else:
+                todo = torch.ones_like(y, dtype=torch.bool)
+                loss = torch.zeros(x.shape[0], device=x.device)
+                final = None
             idx = todo.nonzero().squeeze(1)
+            verified = True
             if idx.numel():
                 t_sub = targets[idx] if targets is not None else None
                 out = self._run(probe, x[idx], y[idx], t_sub, gen)
                 x_adv[idx] = out[0].to(x.dtype)
                 loss[idx] = out[1].to(loss.dtype)
-                for key, sub in (out[2].items() if len(out) > 2 else ()):
+                extras = dict(out[2]) if len(out) > 2 else {}
+                sub_logits = extras.pop("_logits", None)
+                for key, sub in extras.items():
                     full = x.clone() if sub.shape == x[idx].shape else sub.new_zeros((x.shape[0], *sub.shape[1:]))
                     full[idx] = sub
                     extra[key] = full
-            x_adv = self._finalize(x, x_adv)
-            final = probe.logits(x_adv)
+                if sub_logits is not None and final is not None:
+                    final[idx] = sub_logits.to(final.dtype)
+                elif sub_logits is not None and idx.numel() == x.shape[0]:
+                    final = sub_logits
+                else:
+                    verified = False
+            if not verified or final is None:
+                # the attack did not evaluate its output points: make them feasible and look
+                x_adv = self._finalize(x, x_adv)
+                final = probe.logits(x_adv)
             success = is_successful(final, y, targets)
         return AttackResult(
             x_adv=x_adv, success=success, norms=self.threat.distance(x, x_adv), loss=loss,

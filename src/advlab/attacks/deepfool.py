@@ -101,8 +101,9 @@ class DeepFool(Attack):
         min_norm = torch.where(found, flat_norm(x_min - x, th.norm),
                                torch.full((n,), float("inf"), device=x.device, dtype=x.dtype))
         x_adv = th.project(x, x_min)
-        loss = attack_loss("ce", probe.logits(x_adv), y, targets)
-        return x_adv, loss, {"min_norm": min_norm, "x_min": x_min}
+        logits = probe.logits(x_adv)
+        return x_adv, attack_loss("ce", logits, y, targets), {"min_norm": min_norm, "x_min": x_min,
+                                                               "_logits": logits}
 
     def _bisect(self, probe: ModelProbe, x: Tensor, y: Tensor, targets: Tensor | None,
                 x_found: Tensor, found: Tensor) -> Tensor:

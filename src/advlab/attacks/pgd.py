@@ -29,20 +29,32 @@ def step_size_at(base: float, step: int, total: int, schedule: str) -> float:
 
 class BestIterate:
     """Per-sample best point seen so far: a successful point beats any unsuccessful one; ties on
-    success are broken by the higher loss."""
+    success are broken by the higher loss. It also keeps the logits of each kept point, so the
+    attack can report success without another forward pass."""
 
     def __init__(self, x: Tensor) -> None:
         self.x = x.clone()
         self.loss = torch.full((x.shape[0],), float("-inf"), device=x.device, dtype=torch.float32)
         self.success = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        self.logits: Tensor | None = None
+        self.seen = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
 
-    def update(self, ids: Tensor, x: Tensor, loss: Tensor, success: Tensor) -> None:
+    def update(self, ids: Tensor, x: Tensor, loss: Tensor, success: Tensor, logits: Tensor) -> None:
+        if self.logits is None:
+            self.logits = logits.new_zeros((self.x.shape[0], logits.shape[1]))
         old_s, old_l = self.success[ids], self.loss[ids]
-        better = (success & ~old_s) | ((success == old_s) & (loss.float() > old_l))
+        better = (success & ~old_s) | ((success == old_s) & (loss.float() > old_l)) | ~self.seen[ids]
         sel = ids[better]
         self.x[sel] = x[better]
         self.loss[sel] = loss[better].float()
         self.success[sel] = success[better]
+        self.logits[sel] = logits[better]
+        self.seen[sel] = True
+
+    def result(self) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """(x, loss, extras) for Attack._run; the logits are handed over only if every point has them."""
+        extra = {"_logits": self.logits} if self.logits is not None and bool(self.seen.all()) else {}
+        return self.x, self.loss, extra
 
 
 class PGD(Attack):
@@ -73,7 +85,7 @@ class PGD(Attack):
         self.l1_topk = positive_float("l1_topk", l1_topk)
 
     def _run(self, probe: ModelProbe, x: Tensor, y: Tensor, targets: Tensor | None,
-             gen: torch.Generator) -> tuple[Tensor, Tensor]:
+             gen: torch.Generator) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         best = BestIterate(x)
         all_ids = torch.arange(x.shape[0], device=x.device)
         for _ in range(self.restarts):
@@ -81,7 +93,7 @@ class PGD(Attack):
             if ids.numel() == 0:
                 break
             self._one_run(probe, x, y, targets, ids, best, gen)
-        return best.x, best.loss
+        return best.result()
 
     def _one_run(self, probe: ModelProbe, x: Tensor, y: Tensor, targets: Tensor | None,
                  ids: Tensor, best: BestIterate, gen: torch.Generator) -> None:
@@ -95,7 +107,7 @@ class PGD(Attack):
                 logits = probe.logits(cur)
                 loss = attack_loss(self.loss, logits, ys, ts)
             success = is_successful(logits, ys, ts)
-            best.update(ids, cur, loss, success)
+            best.update(ids, cur, loss, success, logits)
             if k == self.steps:
                 break
             if self.early_stop and bool(success.any()):

@@ -35,7 +35,7 @@ class SparseL0(Attack):
         self.early_stop = bool(early_stop)
 
     def _run(self, probe: ModelProbe, x: Tensor, y: Tensor, targets: Tensor | None,
-             gen: torch.Generator) -> tuple[Tensor, Tensor]:
+             gen: torch.Generator) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         lo, hi = self.threat.bounds
         budget = int(self.threat.eps)
         best = BestIterate(x)
@@ -49,7 +49,7 @@ class SparseL0(Attack):
                 logits = probe.logits(cur)
                 loss = attack_loss(self.loss, logits, ys, ts)
             success = is_successful(logits, ys, ts)
-            best.update(ids, cur, loss, success)
+            best.update(ids, cur, loss, success, logits)
             if k == self.steps or budget == 0:
                 break
             if self.early_stop and bool(success.any()):
@@ -72,4 +72,4 @@ class SparseL0(Attack):
                 chosen = chosen.scatter(1, top.indices, take | chosen.gather(1, top.indices))
             step = self.step_size * g.sign() * chosen
             cur = (c + step).clamp(lo, hi).reshape(cur.shape)
-        return best.x, best.loss
+        return best.result()

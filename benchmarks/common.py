@@ -1,0 +1,75 @@
+"""Benchmark helpers: pass counting, paired timing, the forward+backward floor, MNIST models."""
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+
+class Counted(nn.Module):
+    """Wraps a model and counts forward and input-backward passes in samples, for any library."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.forward_samples = 0
+        self.backward_samples = 0
+
+    def reset(self) -> None:
+        self.forward_samples = self.backward_samples = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        n = x.shape[0]
+        self.forward_samples += n
+        if out.requires_grad:
+            def hook(grad: torch.Tensor) -> None:
+                self.backward_samples += n
+            out.register_hook(hook)
+        return out
+
+
+def forward_backward_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int = 20) -> float:
+    """Median time of one forward + input-gradient backward pass (the floor of a gradient attack step)."""
+    flags = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    times = []
+    for _ in range(repeats + 3):
+        t0 = time.perf_counter()
+        xr = x.detach().requires_grad_(True)
+        loss = nn.functional.cross_entropy(model(xr), y, reduction="sum")
+        torch.autograd.grad(loss, xr)
+        times.append(time.perf_counter() - t0)
+    for p, f in zip(model.parameters(), flags):
+        p.requires_grad_(f)
+    return statistics.median(times[3:])
+
+
+def paired_times(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+    """Time each function `repeats` times, interleaved (ABAB...) so drift hits all alike."""
+    out: dict[str, list[float]] = {k: [] for k in fns}
+    for fn in fns.values():  # warm-up
+        fn()
+    for r in range(repeats):
+        order = list(fns) if r % 2 == 0 else list(reversed(list(fns)))
+        for name in order:
+            t0 = time.perf_counter()
+            fns[name]()
+            out[name].append(time.perf_counter() - t0)
+    return out
+
+
+def madry_cnn() -> nn.Module:
+    """The Madry et al. MNIST CNN: conv 32 5x5, pool, conv 64 5x5, pool, fc 1024, fc 10."""
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(64 * 7 * 7, 1024), nn.ReLU(), nn.Linear(1024, 10))
+
+
+def mnist_mlp() -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
