@@ -17,7 +17,7 @@ def main() -> None:
 
 @main.command()
 @click.option("--epochs", default=1, show_default=True, help="Training epochs on the 60k MNIST images.")
-@click.option("--n-eval", default=1000, show_default=True, help="Test points for the attack evaluation.")
+@click.option("--n-eval", default=500, show_default=True, help="Test points for the attack evaluation.")
 @click.option("--eps", default=0.1, show_default=True, help="Linf radius of the evaluation.")
 @click.option("--suite", type=click.Choice(["standard", "fast"]), default="standard", show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/quickstart"), show_default=True,
