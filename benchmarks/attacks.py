@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Counted, forward_backward_seconds, madry_cnn, mnist_mlp, paired_times  # noqa: E402
+from common import (Counted, forward_backward_seconds, madry_cnn, mnist_mlp, paired_times,  # noqa: E402
+                    reference_autoattack)
 
 from advlab import ThreatModel  # noqa: E402
 from advlab.attacks import APGD, FGSM, PGD  # noqa: E402
@@ -65,7 +66,6 @@ def speed(model, x, y, repeats: int) -> list[dict]:
 
 
 def suite(model, x, y, eps: float) -> dict:
-    import torchattacks
     counted = Counted(model).eval()
     t0 = time.perf_counter()
     ours = evaluate_robustness(counted, (x, y), ThreatModel("linf", eps), suite="standard", batch_size=500)
@@ -73,7 +73,7 @@ def suite(model, x, y, eps: float) -> dict:
     ours_passes = (counted.forward_samples, counted.backward_samples)
     counted.reset()
     t0 = time.perf_counter()
-    ref = torchattacks.AutoAttack(counted, norm="Linf", eps=eps, version="standard", n_classes=10, seed=0)
+    ref = reference_autoattack(counted, "linf", eps)
     adv = torch.cat([ref(x[i:i + 500], y[i:i + 500]) for i in range(0, x.shape[0], 500)])
     ref_s = time.perf_counter() - t0
     ref_passes = (counted.forward_samples, counted.backward_samples)
@@ -92,13 +92,16 @@ def main() -> None:
     ap.add_argument("--suite-points", type=int, default=1000)
     ap.add_argument("--suite-eps", type=float, default=0.1)
     ap.add_argument("--skip-suite", action="store_true")
+    ap.add_argument("--skip-speed", action="store_true")
     args = ap.parse_args()
     train, test = load_mnist("train"), load_mnist("test")
     info = {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
             "processor": platform.processor() or platform.platform(), "batch": args.batch}
     print(json.dumps(info))
     x, y = test.x[:args.batch], test.y[:args.batch]
-    for name, model in (("madry-cnn", trained(madry_cnn(), train, 10000, 1)), ("mlp", trained(mnist_mlp(), train, 20000, 2))):
+    models = () if args.skip_speed else (("madry-cnn", trained(madry_cnn(), train, 10000, 1)),
+                                         ("mlp", trained(mnist_mlp(), train, 20000, 2)))
+    for name, model in models:
         for row in speed(model, x, y, args.repeats):
             print(json.dumps({"model": name, **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}}))
     if not args.skip_suite:

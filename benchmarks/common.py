@@ -73,3 +73,18 @@ def madry_cnn() -> nn.Module:
 
 def mnist_mlp() -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
+
+
+def reference_autoattack(model: nn.Module, norm: str, eps: float, seed: int = 0):
+    """torchattacks' attacks composed at AutoAttack's standard budgets: APGD-CE (100 steps),
+    APGD-T (100 steps, 9 targets), FAB-T (100 steps, 9 targets), Square (5,000 queries), each on the
+    points still robust. (torchattacks.AutoAttack itself leaves APGD/APGD-T/FAB at 10 steps.)"""
+    import torchattacks
+    n = "Linf" if norm == "linf" else "L2"
+    return torchattacks.MultiAttack([
+        torchattacks.APGD(model, norm=n, eps=eps, steps=100, n_restarts=1, loss="ce", seed=seed),
+        torchattacks.APGDT(model, norm=n, eps=eps, steps=100, n_restarts=1, n_classes=10, seed=seed),
+        torchattacks.FAB(model, norm=n, eps=eps, steps=100, n_restarts=1, multi_targeted=True,
+                         n_classes=10, seed=seed),
+        torchattacks.Square(model, norm=n, eps=eps, n_queries=5000, n_restarts=1, seed=seed),
+    ])

@@ -17,13 +17,14 @@ def main() -> None:
 
 @main.command()
 @click.option("--epochs", default=1, show_default=True, help="Training epochs on the 60k MNIST images.")
+@click.option("--train-size", default=60000, show_default=True, help="Training images used (first N).")
 @click.option("--n-eval", default=500, show_default=True, help="Test points for the attack evaluation.")
 @click.option("--eps", default=0.1, show_default=True, help="Linf radius of the evaluation.")
 @click.option("--suite", type=click.Choice(["standard", "fast"]), default="standard", show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/quickstart"), show_default=True,
               help="Run directory for results.json.")
 @click.option("--seed", default=0, show_default=True)
-def quickstart(epochs: int, n_eval: int, eps: float, suite: str, out: Path, seed: int) -> None:
+def quickstart(epochs: int, train_size: int, n_eval: int, eps: float, suite: str, out: Path, seed: int) -> None:
     """Train a small CNN on MNIST and evaluate it under FGSM, PGD and the worst-case suite."""
     from .attacks import FGSM, PGD
     from .data import load_mnist
@@ -38,7 +39,7 @@ def quickstart(epochs: int, n_eval: int, eps: float, suite: str, out: Path, seed
     click.echo(f"MNIST: {len(train)} train / {len(test)} test images")
     model = SmallCNN(width=16)
     from .training import train_classifier
-    losses = train_classifier(model, train.x, train.y, epochs=epochs, batch_size=128, lr=2e-3, seed=seed)
+    losses = train_classifier(model, train.x[:train_size], train.y[:train_size], epochs=epochs, batch_size=128, lr=2e-3, seed=seed)
     clean = accuracy(model, test.x, test.y)
     click.echo(f"trained {epochs} epoch(s) in {time.perf_counter() - t0:.0f}s, loss {losses[-1]:.4f}, "
                f"clean test accuracy {clean:.2%}")
