@@ -39,7 +39,8 @@ def quickstart(epochs: int, train_size: int, n_eval: int, eps: float, suite: str
     click.echo(f"MNIST: {len(train)} train / {len(test)} test images")
     model = SmallCNN(width=16)
     from .training import train_classifier
-    losses = train_classifier(model, train.x[:train_size], train.y[:train_size], epochs=epochs, batch_size=128, lr=2e-3, seed=seed)
+    losses = train_classifier(model, train.x[:train_size], train.y[:train_size], epochs=epochs,
+                              batch_size=128, lr=2e-3, seed=seed)
     clean = accuracy(model, test.x, test.y)
     click.echo(f"trained {epochs} epoch(s) in {time.perf_counter() - t0:.0f}s, loss {losses[-1]:.4f}, "
                f"clean test accuracy {clean:.2%}")
@@ -47,7 +48,8 @@ def quickstart(epochs: int, train_size: int, n_eval: int, eps: float, suite: str
     xe, ye = test.x[:n_eval], test.y[:n_eval]
     fgsm = FGSM(threat)(model, xe, ye)
     pgd = PGD(threat, steps=20, step_size=eps / 8, seed=seed)(model, xe, ye)
-    res = evaluate_robustness(model, (xe, ye), threat, suite=suite, seed=seed, state_path=out / "eval_state.safetensors")
+    res = evaluate_robustness(model, (xe, ye), threat, suite=suite, seed=seed,
+                              state_path=out / "eval_state.safetensors")
     rows = [("clean", res.clean_accuracy), ("FGSM", 1 - fgsm.success_rate), ("PGD-20", 1 - pgd.success_rate),
             (f"worst case ({suite} suite)", res.robust_accuracy)]
     click.echo(f"\naccuracy on {n_eval} MNIST test points, {threat}:")

@@ -51,10 +51,28 @@ class BestIterate:
         self.logits[sel] = logits[better]
         self.seen[sel] = True
 
+    def observe(self, probe: ModelProbe, ids: Tensor, x: Tensor, y: Tensor, t: Tensor | None,
+                loss: str, need_grad: bool) -> tuple[Tensor, Tensor | None]:
+        """Evaluate the iterate x of samples `ids` (with its input gradient if needed), record it,
+        and return (success per sample, gradient or None)."""
+        if need_grad:
+            values, grad, logits = probe.loss_and_grad(x, y, t, loss)
+        else:
+            logits, grad = probe.logits(x), None
+            values = attack_loss(loss, logits, y, t)
+        success = is_successful(logits, y, t)
+        self.update(ids, x, values, success, logits)
+        return success, grad
+
     def result(self) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """(x, loss, extras) for Attack._run; the logits are handed over only if every point has them."""
         extra = {"_logits": self.logits} if self.logits is not None and bool(self.seen.all()) else {}
         return self.x, self.loss, extra
+
+
+def select_rows(mask: Tensor, *tensors: Tensor | None) -> tuple[Tensor | None, ...]:
+    """The rows in mask of each tensor (None stays None): shrinking the working set on early stop."""
+    return tuple(t[mask] if t is not None else None for t in tensors)
 
 
 class PGD(Attack):
@@ -101,21 +119,13 @@ class PGD(Attack):
         ts = targets[ids] if targets is not None else None
         cur = self.threat.random_start(xs, gen, radius="uniform") if self.random_start else xs.clone()
         for k in range(self.steps + 1):
-            if k < self.steps:
-                loss, grad, logits = probe.loss_and_grad(cur, ys, ts, self.loss)
-            else:
-                logits = probe.logits(cur)
-                loss = attack_loss(self.loss, logits, ys, ts)
-            success = is_successful(logits, ys, ts)
-            best.update(ids, cur, loss, success, logits)
+            success, grad = best.observe(probe, ids, cur, ys, ts, self.loss, need_grad=k < self.steps)
             if k == self.steps:
                 break
             if self.early_stop and bool(success.any()):
-                keep = ~success
-                if not bool(keep.any()):
+                if bool(success.all()):
                     break
-                ids, xs, ys, cur, grad = ids[keep], xs[keep], ys[keep], cur[keep], grad[keep]
-                ts = ts[keep] if ts is not None else None
+                ids, xs, ys, ts, cur, grad = select_rows(~success, ids, xs, ys, ts, cur, grad)
             size = step_size_at(self.step_size, k, self.steps, self.schedule)
             cur = self.threat.project(xs, cur + self.threat.step(grad, size, l1_topk=self.l1_topk))
 

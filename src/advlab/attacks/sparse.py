@@ -12,8 +12,8 @@ from torch import Tensor
 
 from ..threat import ThreatModel
 from .base import Attack, ModelProbe, positive_float, positive_int
-from .losses import attack_loss, check_loss_name, is_successful
-from .pgd import BestIterate
+from .losses import check_loss_name
+from .pgd import BestIterate, select_rows
 from .targeting import TargetSpec
 
 
@@ -43,21 +43,13 @@ class SparseL0(Attack):
         xs, ys, ts, cur = x, y, targets, x.clone()
         chosen = torch.zeros(x.shape[0], x[0].numel(), dtype=torch.bool, device=x.device)
         for k in range(self.steps + 1):
-            if k < self.steps:
-                loss, grad, logits = probe.loss_and_grad(cur, ys, ts, self.loss)
-            else:
-                logits = probe.logits(cur)
-                loss = attack_loss(self.loss, logits, ys, ts)
-            success = is_successful(logits, ys, ts)
-            best.update(ids, cur, loss, success, logits)
+            success, grad = best.observe(probe, ids, cur, ys, ts, self.loss, need_grad=k < self.steps)
             if k == self.steps or budget == 0:
                 break
             if self.early_stop and bool(success.any()):
-                keep = ~success
-                if not bool(keep.any()):
+                if bool(success.all()):
                     break
-                ids, xs, ys, cur, grad, chosen = ids[keep], xs[keep], ys[keep], cur[keep], grad[keep], chosen[keep]
-                ts = ts[keep] if ts is not None else None
+                ids, xs, ys, ts, cur, grad, chosen = select_rows(~success, ids, xs, ys, ts, cur, grad, chosen)
             g = grad.reshape(grad.shape[0], -1)
             c = cur.reshape(cur.shape[0], -1)
             room = chosen.sum(dim=1) < budget

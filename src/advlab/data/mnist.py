@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from ..io import restricted_loads, verify_sha256
+from ..io import restricted_loads
 from .sources import cache_dir, download, pypi_member
 
 MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/",

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
