@@ -148,8 +148,12 @@ class Attack(ABC):
         return f"{type(self).__name__}({self.threat}, target={self.target!r})"
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, *,
-                 targets: Tensor | None = None) -> AttackResult:
-        """Attack the batch (x, y). Pass `targets` for a targeted attack with explicit classes."""
+                 targets: Tensor | None = None, eval_mode: bool = True) -> AttackResult:
+        """Attack the batch (x, y). Pass `targets` for a targeted attack with explicit classes.
+
+        eval_mode=False keeps the model's own train/eval flags while attacking (e.g. to craft
+        training examples with BatchNorm in train mode); parameter gradients are off either way.
+        """
         start = time.perf_counter()
         self.threat.check_inputs(x)
         y = check_labels(y, x.shape[0], x.device)
@@ -157,7 +161,7 @@ class Attack(ABC):
             targets = check_labels(targets, x.shape[0], x.device, name="targets")
         x = x.detach()
         gen, seed = make_generator(self.seed, x.device)
-        with attack_mode(model):
+        with attack_mode(model, eval_mode=eval_mode):
             probe = ModelProbe(model, labels=(y, targets))
             # a clean forward pass is needed to skip points that are already adversarial and to
             # derive targets from the clean prediction; otherwise labels are checked on first output

@@ -1,0 +1,290 @@
+"""One trainer for every objective: epochs over on-device tensors, validation, early stopping with
+best-weights restore, a catastrophic-overfitting guard, atomic checkpoints with exact resume,
+autocast / channels_last / compile options on GPU, and DDP when torch.distributed is initialized."""
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from ..attacks import PGD
+from ..errors import AdvlabError
+from ..evaluation.metrics import predict
+from ..models.layers import apply_constraints
+from ..threat import ThreatModel
+from .checkpoint import load_checkpoint, save_checkpoint
+from .objectives import Objective, StepContext
+from .schedules import lr_at, momentum_at
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run (recorded with its results)."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "sgd"              # sgd | adam
+    lr: float = 0.1
+    momentum: float = 0.9
+    momentum_final: float | None = None  # ramp momentum -> momentum_final over momentum_ramp_epochs
+    momentum_ramp_epochs: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0           # L2 through the optimizer
+    l1: dict[str, float] = field(default_factory=dict)  # parameter-name prefix -> L1 coefficient
+    schedule: str = "constant"          # constant | step | cosine | onecycle
+    milestones: tuple[float, ...] = (0.5, 0.75)
+    gamma: float = 0.1
+    warmup: float = 0.0
+    seed: int = 0
+    amp: str = "none"                   # none | bf16 | fp16 (GPU)
+    channels_last: bool = False
+    compile: bool = False
+    early_stopping_patience: int = 0    # epochs without improvement; 0 = off
+    monitor: str = "val_error"          # val_error | val_adv_error
+    monitor_threat: dict[str, Any] | None = None  # threat for val_adv_error / the CO guard
+    monitor_pgd_steps: int = 10
+    co_guard: bool = False              # catastrophic-overfitting guard (fast AT)
+    co_drop: float = 0.2                # fire when PGD accuracy falls this much below its best
+    co_check_every: int = 0             # steps between checks (0: every epoch end)
+    checkpoint_every: int = 0           # steps between mid-epoch checkpoints (0: epoch ends only)
+    val_samples: int = 10000
+    progress: bool = False
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, Any]]
+    best_epoch: int | None
+    stopped_early: bool
+    co_fired: bool
+    seconds: float
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class Trainer:
+    """trainer.fit(x, y, x_val, y_val) trains `model` in place with `objective` under `config`.
+
+    callbacks: functions called with each epoch's record (a dict), e.g. a metrics logger.
+    checkpoint_path: where the run's state is written atomically; resume=True continues from it.
+    """
+
+    def __init__(self, model: nn.Module, objective: Objective, config: TrainConfig,
+                 callbacks: list[Callable[[dict[str, Any]], None]] | None = None,
+                 checkpoint_path: str | Path | None = None, step_hook: Callable[[int], None] | None = None) -> None:
+        self.model, self.objective, self.cfg = model, objective, config
+        self.callbacks = list(callbacks or [])
+        self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
+        self.step_hook = step_hook
+        self.rank, self.world = _world()
+        self.optimizer = self._make_optimizer()
+        self._l1 = [(n, p, c) for n, p in model.named_parameters() for pre, c in config.l1.items()
+                    if n.startswith(pre) and c > 0]
+        if config.l1 and not self._l1:
+            raise AdvlabError(f"l1 prefixes {list(config.l1)} match no parameter of the model")
+
+    # ------------------------------------------------------------------ setup
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        c, params = self.cfg, [p for p in self.model.parameters() if p.requires_grad]
+        if c.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov,
+                                   weight_decay=c.weight_decay)
+        if c.optimizer == "adam":
+            return torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
+        raise AdvlabError(f"unknown optimizer {c.optimizer!r}; use sgd or adam")
+
+    def _autocast(self, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
+        if self.cfg.amp == "none":
+            return contextlib.nullcontext
+        if self.cfg.amp not in ("bf16", "fp16"):
+            raise AdvlabError(f"unknown amp mode {self.cfg.amp!r}; use none, bf16 or fp16")
+        dtype = torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16
+        return lambda: torch.autocast(device.type, dtype=dtype)
+
+    def _regularized(self, objective_loss: Callable) -> Callable:
+        if not self._l1:
+            return objective_loss
+
+        def loss(model, x, y, ctx):
+            penalty = sum(c * p.abs().sum() for _, p, c in self._l1)
+            return objective_loss(model, x, y, ctx) + penalty
+        return loss
+
+    # ------------------------------------------------------------------- eval
+    def _val_metrics(self, x_val: Tensor | None, y_val: Tensor | None) -> dict[str, float]:
+        if x_val is None:
+            return {}
+        n = min(self.cfg.val_samples, x_val.shape[0])
+        xv, yv = x_val[:n], y_val[:n]
+        out = {"val_error": 1 - float((predict(self.model, xv).argmax(1) == yv).float().mean())}
+        if self.cfg.monitor == "val_adv_error":
+            out["val_adv_error"] = 1 - self._pgd_accuracy(xv[:1000], yv[:1000])
+        return out
+
+    def _pgd_accuracy(self, x: Tensor, y: Tensor) -> float:
+        if not self.cfg.monitor_threat:
+            raise AdvlabError("monitor 'val_adv_error' and the CO guard need monitor_threat")
+        th = ThreatModel(**self.cfg.monitor_threat)
+        attack = PGD(th, steps=self.cfg.monitor_pgd_steps, step_size=2.5 * th.eps / self.cfg.monitor_pgd_steps)
+        hits = sum(int((~attack(self.model, x[i:i + 500], y[i:i + 500]).success).sum())
+                   for i in range(0, x.shape[0], 500))
+        return hits / x.shape[0]
+
+    # -------------------------------------------------------------------- fit
+    def fit(self, x: Tensor, y: Tensor, x_val: Tensor | None = None, y_val: Tensor | None = None,
+            *, resume: bool = False) -> TrainResult:
+        c, model = self.cfg, self.model
+        device = x.device
+        if c.channels_last and x.ndim == 4:
+            model.to(memory_format=torch.channels_last)
+        train_model: nn.Module = model
+        if self.world > 1:
+            with warnings.catch_warnings():  # rank-local BN buffers are intended: no per-forward collective
+                warnings.simplefilter("ignore", FutureWarning)
+                train_model = nn.parallel.DistributedDataParallel(model, broadcast_buffers=False)
+        if c.compile:
+            train_model = torch.compile(train_model)
+        n = x.shape[0]
+        steps_per_epoch = math.ceil(n / c.batch_size)
+        total_steps = steps_per_epoch * c.epochs
+        state = {"epoch": 0, "step": 0, "history": [], "best_metric": None, "best_epoch": None,
+                 "bad_epochs": 0, "co_best": None, "co_fired": False, "stopped_early": False,
+                 "config": c.fingerprint()}
+        best_weights: dict[str, Tensor] | None = None
+        resumed = resume and self.checkpoint_path is not None and self.checkpoint_path.exists()
+        if not resumed:
+            torch.manual_seed(c.seed)  # dropout draws; a resumed run restores the saved RNG state instead
+        else:
+            state, extra = load_checkpoint(self.checkpoint_path, model, self.optimizer)
+            if state.get("config") != c.fingerprint():
+                raise AdvlabError(f"{self.checkpoint_path} was written with another training config")
+            best_weights = {k[len("best."):]: v.to(device) for k, v in extra.items() if k.startswith("best.")} or None
+            if "delta" in extra and hasattr(self.objective, "delta"):
+                self.objective.delta = extra["delta"].to(device)
+        ctx = StepContext(optimizer=self.optimizer, seed=c.seed, after_step=lambda: apply_constraints(model),
+                          autocast=self._autocast(device))
+        if self._l1:
+            self.objective.loss = self._regularized(type(self.objective).loss.__get__(self.objective))
+        t0 = time.perf_counter()
+        from tqdm.auto import tqdm
+        while state["epoch"] < c.epochs and not state["stopped_early"]:
+            epoch = state["epoch"]
+            perm = torch.randperm(n, generator=torch.Generator().manual_seed(c.seed * 100003 + epoch)).to(device)
+            model.train()
+            bar = tqdm(total=steps_per_epoch, initial=state["step"], desc=f"epoch {epoch}",
+                       disable=not c.progress or self.rank != 0, leave=False)
+            for step in range(state["step"], steps_per_epoch):
+                idx = perm[step * c.batch_size:(step + 1) * c.batch_size]
+                idx = idx[self.rank::self.world]
+                xb, yb = x[idx], y[idx]
+                if c.channels_last and xb.ndim == 4:
+                    xb = xb.contiguous(memory_format=torch.channels_last)
+                global_step = epoch * steps_per_epoch + step
+                for g in self.optimizer.param_groups:
+                    g["lr"] = lr_at(c.lr, global_step / max(total_steps, 1), c.schedule,
+                                    milestones=c.milestones, gamma=c.gamma, warmup=c.warmup)
+                    if "momentum" in g:
+                        g["momentum"] = momentum_at(c.momentum, c.momentum_final,
+                                                    epoch + step / steps_per_epoch, c.momentum_ramp_epochs)
+                ctx.seed = c.seed * 1_000_003 + global_step * 7 + self.rank
+                loss = self.objective.train_step(train_model, xb, yb, ctx)
+                state["loss_sum"] = state.get("loss_sum", 0.0) + float(loss) * idx.numel()
+                state["loss_count"] = state.get("loss_count", 0) + idx.numel()
+                state["step"] = step + 1
+                bar.update(1)
+                if c.co_guard and c.co_check_every and (global_step + 1) % c.co_check_every == 0:
+                    if self._co_check(state, x_val, y_val, x, y):
+                        break
+                if c.checkpoint_every and (step + 1) % c.checkpoint_every == 0 and step + 1 < steps_per_epoch:
+                    self._save(state, best_weights)
+                if self.step_hook is not None:
+                    self.step_hook(global_step)
+            bar.close()
+            if state["co_fired"]:
+                break
+            record = {"epoch": epoch, "train_loss": self._mean(state.pop("loss_sum", 0.0), state.pop("loss_count", 0)), "lr": self.optimizer.param_groups[0]["lr"],
+                      "seconds": time.perf_counter() - t0, **self._val_metrics(x_val, y_val)}
+            if c.co_guard and not c.co_check_every and self._co_check(state, x_val, y_val, x, y, record):
+                break
+            best_weights = self._early_stopping(state, record, best_weights)
+            state["history"].append(record)
+            state["epoch"], state["step"] = epoch + 1, 0
+            for cb in self.callbacks:
+                cb(record)
+            self._save(state, best_weights)
+        if best_weights is not None and c.early_stopping_patience:
+            model.load_state_dict(best_weights)
+        return TrainResult(state["history"], state["best_epoch"], state["stopped_early"], state["co_fired"],
+                           time.perf_counter() - t0)
+
+    def _mean(self, total: float, count: int) -> float:
+        if self.world > 1:
+            t = torch.tensor([total, float(count)], dtype=torch.float64)
+            dist.all_reduce(t)
+            total, count = float(t[0]), int(t[1])
+        return total / max(count, 1)
+
+    def _early_stopping(self, state: dict, record: dict, best: dict | None) -> dict | None:
+        c = self.cfg
+        if not c.early_stopping_patience or c.monitor not in record:
+            return best
+        metric = record[c.monitor]
+        if state["best_metric"] is None or metric < state["best_metric"]:
+            state["best_metric"], state["best_epoch"], state["bad_epochs"] = metric, record["epoch"], 0
+            return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        state["bad_epochs"] += 1
+        if state["bad_epochs"] >= c.early_stopping_patience:
+            state["stopped_early"] = True
+        return best
+
+    def _co_check(self, state: dict, x_val, y_val, x, y, record: dict | None = None) -> bool:
+        """Catastrophic-overfitting guard: PGD accuracy on held-out points collapsing below its best
+        by more than co_drop rolls the model back to the last good weights and stops training."""
+        xs, ys = (x_val, y_val) if x_val is not None else (x, y)
+        acc = self._pgd_accuracy(xs[:500], ys[:500])
+        if record is not None:
+            record["co_pgd_acc"] = acc
+        best = state["co_best"]
+        if best is not None and acc < best - self.cfg.co_drop:
+            if self._good_weights is not None:
+                self.model.load_state_dict(self._good_weights)
+            state["co_fired"] = True
+            state["stopped_early"] = True
+            state["history"].append({"epoch": state["epoch"], "event": "catastrophic_overfitting",
+                                     "pgd_acc": acc, "best_pgd_acc": best})
+            self._save(state, None)
+            return True
+        if best is None or acc >= best:
+            state["co_best"] = acc
+            self._good_weights = copy.deepcopy(self.model.state_dict())
+        return False
+
+    _good_weights: dict[str, Tensor] | None = None
+
+    def _save(self, state: dict, best_weights: dict | None) -> None:
+        if self.checkpoint_path is None or self.rank != 0:
+            return
+        extra = {f"best.{k}": v for k, v in (best_weights or {}).items()}
+        delta = getattr(self.objective, "delta", None)
+        if isinstance(delta, Tensor):
+            extra["delta"] = delta
+        save_checkpoint(self.checkpoint_path, self.model, self.optimizer, state, extra)
