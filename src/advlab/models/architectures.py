@@ -127,6 +127,16 @@ def madry_cnn(in_channels: int = 1, num_classes: int = 10, normalize: bool | tup
         nn.Flatten(), nn.Linear(64 * 7 * 7, 1024), nn.ReLU(), nn.Linear(1024, num_classes))
 
 
+@register("fast_mnist_cnn")
+def fast_mnist_cnn(in_channels: int = 1, num_classes: int = 10) -> nn.Module:
+    """The small MNIST CNN of Wong, Rice, Kolter 2020 (fast adversarial training): two strided
+    4x4 convolutions (16, 32 channels), a 100-unit dense layer."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 16, 4, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(16, 32, 4, stride=2, padding=1), nn.ReLU(),
+        nn.Flatten(), nn.Linear(32 * 7 * 7, 100), nn.ReLU(), nn.Linear(100, num_classes))
+
+
 class _BasicBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()

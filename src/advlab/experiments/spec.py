@@ -1,0 +1,145 @@
+"""The experiment-file schema (TOML), validated with pydantic: unknown keys and bad values are
+errors that name the key, the value and what was expected."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..errors import AdvlabError
+from ..threat import NORMS
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class ExperimentError(AdvlabError):
+    """A malformed or invalid experiment file."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ThreatSpec(_Strict):
+    norm: Literal["linf", "l2", "l1", "l0"]
+    eps: float = Field(ge=0)
+    bounds: tuple[float, float] = (0.0, 1.0)
+
+    @field_validator("norm", mode="before")
+    @classmethod
+    def _lower(cls, v: Any) -> Any:
+        return v.lower() if isinstance(v, str) else v
+
+
+class DataSpec(_Strict):
+    name: Literal["mnist", "fashion_mnist", "cifar10", "digits"] = "mnist"
+    root: str | None = None
+    train_split: Literal["train", "train_split"] = "train"
+    val_split: Literal["valid", "test", "none"] = "test"
+    train_samples: int | None = Field(default=None, gt=0)
+    val_samples: int = Field(default=1000, gt=0)
+    test_samples: int | None = Field(default=None, gt=0)
+
+
+class ModelSpec(_Strict):
+    name: str
+    args: dict[str, Any] = {}
+
+
+class TrainSpec(_Strict):
+    objective: Literal["standard", "fgsm_mixture", "noise_mixture", "pgd_at", "trades", "fgsm_rs", "free_at"] = "standard"
+    objective_args: dict[str, Any] = {}
+    threat: ThreatSpec | None = None
+    epochs: int = Field(default=10, ge=0)
+    batch_size: int = Field(default=128, gt=0)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(default=0.1, gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    momentum_final: float | None = None
+    momentum_ramp_epochs: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = Field(default=0.0, ge=0)
+    l1: dict[str, float] = {}
+    schedule: Literal["constant", "step", "cosine", "onecycle"] = "constant"
+    milestones: tuple[float, ...] = (0.5, 0.75)
+    gamma: float = 0.1
+    warmup: float = 0.0
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    channels_last: bool = False
+    compile: bool = False
+    early_stopping_patience: int = Field(default=0, ge=0)
+    monitor: Literal["val_error", "val_adv_error"] = "val_error"
+    co_guard: bool = False
+    co_drop: float = 0.2
+    co_check_every: int = 0
+    checkpoint_every: int = 0
+
+
+class AttackSpec(_Strict):
+    name: Literal["fgsm", "pgd", "bim", "apgd", "apgd-t", "square", "deepfool", "sparse-l0", "noise"]
+    threat: ThreatSpec
+    args: dict[str, Any] = {}
+    label: str | None = None
+
+
+class EvalSpec(_Strict):
+    attacks: list[AttackSpec] = []
+    suite: Literal["standard", "fast", "none"] = "none"
+    threat: ThreatSpec | None = None
+    samples: int | None = Field(default=None, gt=0)
+    batch_size: int = Field(default=500, gt=0)
+
+
+class ExperimentSpec(_Strict):
+    name: str = Field(min_length=1)
+    description: str = ""
+    seed: int = 0
+    device: str = "auto"
+    data: DataSpec = DataSpec()
+    model: ModelSpec
+    train: TrainSpec = TrainSpec()
+    eval: EvalSpec = EvalSpec()
+
+
+def _format(err: ValidationError, source: str) -> str:
+    lines = [f"invalid experiment file {source}:"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        got = e.get("input")
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key (value {got!r})")
+        else:
+            lines.append(f"  {key}: {e['msg']} (got {got!r})")
+    return "\n".join(lines)
+
+
+def parse_spec(data: dict[str, Any], source: str = "<dict>") -> ExperimentSpec:
+    try:
+        spec = ExperimentSpec.model_validate(data)
+    except ValidationError as e:
+        raise ExperimentError(_format(e, source)) from None
+    if spec.train.objective != "standard" and spec.train.threat is None:
+        raise ExperimentError(f"invalid experiment file {source}:\n  train.threat: objective "
+                              f"{spec.train.objective!r} needs a threat model")
+    if spec.eval.suite != "none" and spec.eval.threat is None:
+        raise ExperimentError(f"invalid experiment file {source}:\n  eval.threat: suite {spec.eval.suite!r} "
+                              "needs a threat model")
+    assert set(NORMS) == {"linf", "l2", "l1", "l0"}
+    return spec
+
+
+def load_spec(path: str | Path) -> ExperimentSpec:
+    """Read and validate an experiment TOML file."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as e:
+        raise ExperimentError(f"cannot read experiment file {path}: {e}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ExperimentError(f"experiment file {path} is not valid TOML: {e}") from e
+    return parse_spec(data, str(path))

@@ -1,0 +1,82 @@
+"""Experiment files: schema errors name the key; a miniature run writes a complete run directory."""
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from advlab.cli import main
+from advlab.experiments import ExperimentError, RunDir, list_runs, load_spec, parse_spec
+
+GOOD = {"name": "t", "model": {"name": "mlp", "args": {"hidden": [32]}},
+        "train": {"objective": "fgsm_mixture", "threat": {"norm": "linf", "eps": 0.1}, "epochs": 1}}
+
+
+def test_valid_spec_parses():
+    spec = parse_spec(GOOD)
+    assert spec.train.threat.norm == "linf" and spec.model.args == {"hidden": [32]}
+
+
+@pytest.mark.parametrize("mutate,needle", [
+    (lambda d: d["train"].update(lr="fast"), "train.lr"),
+    (lambda d: d["train"].update(learning_rate=0.1), "train.learning_rate: unknown key"),
+    (lambda d: d["train"].update(objective="magic"), "train.objective"),
+    (lambda d: d["train"]["threat"].update(eps=-1), "train.threat.eps"),
+    (lambda d: d["train"]["threat"].update(norm="l3"), "train.threat.norm"),
+    (lambda d: d.pop("model"), "model: Field required"),
+    (lambda d: d["train"].pop("threat"), "train.threat: objective 'fgsm_mixture' needs a threat model"),
+    (lambda d: d.update(eval={"attacks": [{"name": "pgd"}]}), "eval.attacks.0.threat"),
+    (lambda d: d.update(data={"name": "imagenet"}), "data.name"),
+])
+def test_malformed_spec_names_the_key(mutate, needle):
+    d = json.loads(json.dumps(GOOD))
+    mutate(d)
+    with pytest.raises(ExperimentError) as e:
+        parse_spec(d, "exp.toml")
+    assert needle in str(e.value), str(e.value)
+
+
+def test_bad_toml_is_reported(tmp_path):
+    f = tmp_path / "bad.toml"
+    f.write_text("name = 't'\n[model\nname='mlp'")
+    with pytest.raises(ExperimentError, match="not valid TOML"):
+        load_spec(f)
+
+
+def test_builtin_recipes_are_valid():
+    from importlib.resources import files
+    recipes = [p for p in (files("advlab.experiments") / "recipes").iterdir() if p.name.endswith(".toml")]
+    assert recipes
+    for p in recipes:
+        load_spec(str(p))
+
+
+@pytest.mark.mnist
+def test_miniature_run_and_cli(mnist_cache, tmp_path):
+    out = tmp_path / "run"
+    args = ["run", "mnist_fgsm_rs", "--out", str(out), "--set", "data.train_samples=600", "--set", "train.epochs=1",
+            "--set", "eval.samples=100", "--set", "data.val_samples=100", "--set", "model.name=\"mlp\"",
+            "--set", "eval.suite=\"fast\"", "--set", "eval.threat={norm=\"linf\", eps=0.3}"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    run = RunDir(out)
+    for f in ("config.toml", "env.json", "metrics.jsonl", "results.json", "samples.npz", "model.safetensors",
+              "checkpoint.safetensors"):
+        assert (out / f).exists(), f
+    results = run.results()
+    assert results["n_eval"] == 100 and 0 <= results["attacks"]["pgd20"]["robust_accuracy"] <= 1
+    assert results["worst_case"]["robust_accuracy"] <= results["attacks"]["pgd20"]["robust_accuracy"] + 1e-9
+    with np.load(out / "samples.npz") as z:
+        assert z["labels"].shape == (100,) and z["success__pgd20"].dtype == bool
+    assert len(run.metrics()) == 1
+    assert load_spec(out / "config.toml").data.train_samples == 600
+    # resume: training is finished, evaluation state is reused, same numbers
+    again = CliRunner().invoke(main, args + ["--resume"])
+    assert again.exit_code == 0, again.output
+    assert RunDir(out).results()["worst_case"]["robust_accuracy"] == results["worst_case"]["robust_accuracy"]
+    assert list_runs(tmp_path)[0]["run"] == "run"
+    listed = CliRunner().invoke(main, ["runs", "--root", str(tmp_path)])
+    assert "run" in listed.output and "worst case" in listed.output
+    atk = CliRunner().invoke(main, ["attack", str(out), "--attack", "fgsm", "--eps", "0.3", "--n", "50"])
+    assert atk.exit_code == 0, atk.output
+    assert 0 <= json.loads(atk.output)["robust_accuracy"] <= 1
