@@ -103,7 +103,8 @@ def main() -> None:
                                          ("mlp", trained(mnist_mlp(), train, 20000, 2)))
     for name, model in models:
         for row in speed(model, x, y, args.repeats):
-            print(json.dumps({"model": name, **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}}))
+            rounded = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
+            print(json.dumps({"model": name, **rounded}))
     if not args.skip_suite:
         mlp = trained(mnist_mlp(), train, 20000, 2)
         res = suite(mlp, test.x[:args.suite_points], test.y[:args.suite_points], args.suite_eps)

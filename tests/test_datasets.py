@@ -30,7 +30,8 @@ def test_fashion_mnist_from_idx_files(fashion_dir):
     test = load_fashion_mnist("test", root=fashion_dir)
     assert test.x.shape == (10, 1, 28, 28) and test.y.dtype == torch.int64
     assert 0 <= float(test.x.min()) and float(test.x.max()) <= 1
-    tr, va = load_fashion_mnist("train_split", root=fashion_dir, n_valid=5), load_fashion_mnist("valid", root=fashion_dir, n_valid=5)
+    tr = load_fashion_mnist("train_split", root=fashion_dir, n_valid=5)
+    va = load_fashion_mnist("valid", root=fashion_dir, n_valid=5)
     assert len(tr) == 25 and len(va) == 5
     raw = gzip.decompress((fashion_dir / "t10k-images-idx3-ubyte.gz").read_bytes())
     assert torch.equal((test.x[3, 0] * 255).round().to(torch.uint8),

@@ -90,7 +90,8 @@ def load_digits(split: str = "test", *, test_fraction: float = 0.25, seed: int =
     perm = np.random.default_rng(seed).permutation(len(x))
     n_test = int(round(test_fraction * len(x)))
     idx = perm[:n_test] if split == "test" else perm[n_test:]
-    return ArrayDataset(torch.from_numpy(x[idx]).to(device), torch.from_numpy(d.target[idx].astype(np.int64)).to(device))
+    labels = torch.from_numpy(d.target[idx].astype(np.int64))
+    return ArrayDataset(torch.from_numpy(x[idx]).to(device), labels.to(device))
 
 
 def orthogonal_data(n: int, d: int, *, distribution: str = "uniform", seed: int = 0,

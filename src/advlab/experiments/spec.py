@@ -52,7 +52,8 @@ class ModelSpec(_Strict):
 
 
 class TrainSpec(_Strict):
-    objective: Literal["standard", "fgsm_mixture", "noise_mixture", "pgd_at", "trades", "fgsm_rs", "free_at"] = "standard"
+    objective: Literal["standard", "fgsm_mixture", "noise_mixture", "pgd_at", "trades", "fgsm_rs",
+                       "free_at"] = "standard"
     objective_args: dict[str, Any] = {}
     threat: ThreatSpec | None = None
     epochs: int = Field(default=10, ge=0)

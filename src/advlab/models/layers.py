@@ -52,5 +52,5 @@ class ConvMaxout(nn.Module):
 def apply_constraints(model: nn.Module) -> None:
     """Apply every submodule's weight constraint (a no-op for models without one)."""
     for m in model.modules():
-        if m is not model and hasattr(m, "constrain"):
+        if callable(getattr(m, "constrain", None)):
             m.constrain()

@@ -6,7 +6,6 @@ returns the scalar loss to back-propagate plus a few statistics. Free AT owns it
 """
 from __future__ import annotations
 
-from abc import ABC
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +31,7 @@ class StepContext:
     stats: dict[str, float] = field(default_factory=dict)
 
 
-class Objective(ABC):
+class Objective:
     """A training objective. Override `loss`, or `train_step` for objectives with their own loop."""
 
     name = "objective"

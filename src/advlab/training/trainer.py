@@ -221,7 +221,8 @@ class Trainer:
             bar.close()
             if state["co_fired"]:
                 break
-            record = {"epoch": epoch, "train_loss": self._mean(state.pop("loss_sum", 0.0), state.pop("loss_count", 0)), "lr": self.optimizer.param_groups[0]["lr"],
+            mean_loss = self._mean(state.pop("loss_sum", 0.0), state.pop("loss_count", 0))
+            record = {"epoch": epoch, "train_loss": mean_loss, "lr": self.optimizer.param_groups[0]["lr"],
                       "seconds": time.perf_counter() - t0, **self._val_metrics(x_val, y_val)}
             if c.co_guard and not c.co_check_every and self._co_check(state, x_val, y_val, x, y, record):
                 break
