@@ -80,3 +80,21 @@ def test_miniature_run_and_cli(mnist_cache, tmp_path):
     atk = CliRunner().invoke(main, ["attack", str(out), "--attack", "fgsm", "--eps", "0.3", "--n", "50"])
     assert atk.exit_code == 0, atk.output
     assert 0 <= json.loads(atk.output)["robust_accuracy"] <= 1
+
+
+@pytest.mark.mnist
+def test_early_stopping_then_retrain_on_all(mnist_cache, tmp_path):
+    from advlab.experiments import run_experiment
+    spec = parse_spec({
+        "name": "g6-mini", "model": {"name": "mlp", "args": {"hidden": [16]}},
+        "data": {"name": "mnist", "train_split": "train_split", "val_split": "valid", "train_samples": 300,
+                 "val_samples": 100, "test_samples": 100},
+        "train": {"objective": "fgsm_mixture", "threat": {"norm": "linf", "eps": 0.25}, "epochs": 4,
+                  "lr": 0.05, "batch_size": 50, "early_stopping_patience": 2, "monitor": "val_adv_error",
+                  "retrain_on_all": True}})
+    run = RunDir(tmp_path / "run")
+    results = run_experiment(spec, run, log=lambda s: None)
+    phases = [r.get("phase") for r in run.metrics()]
+    n_retrain = phases.count("retrain_on_all")
+    assert n_retrain == results["train"]["retrained_on_all_epochs"] >= 1
+    assert "val_adv_error" in run.metrics()[0]

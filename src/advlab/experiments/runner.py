@@ -4,7 +4,8 @@ the worst-case evaluation from its state file) when run again with resume=True."
 from __future__ import annotations
 
 import time
-from dataclasses import fields
+import sys
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -49,6 +50,7 @@ def train_config(spec: ExperimentSpec) -> TrainConfig:
     kw["milestones"] = tuple(kw["milestones"])
     kw["seed"] = spec.seed
     kw["val_samples"] = spec.data.val_samples
+    kw["progress"] = sys.stderr.isatty()
     if t.threat is not None:
         kw["monitor_threat"] = {"norm": t.threat.norm, "eps": t.threat.eps, "bounds": tuple(t.threat.bounds)}
     return TrainConfig(**kw)
@@ -92,11 +94,15 @@ def run_experiment(spec: ExperimentSpec, run: RunDir, *, resume: bool = False,
                 f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float)))
 
         cfg = train_config(spec)
-        result = Trainer(model, objective, cfg, callbacks=[on_epoch], checkpoint_path=run.checkpoint).fit(
+        callbacks = [on_epoch] + ([tensorboard_logger(run.path / "tensorboard")] if spec.train.tensorboard else [])
+        result = Trainer(model, objective, cfg, callbacks=callbacks, checkpoint_path=run.checkpoint).fit(
             train.x, train.y, val.x if val else None, val.y if val else None, resume=resume)
         train_info.update(best_epoch=result.best_epoch, stopped_early=result.stopped_early,
                           co_fired=result.co_fired, seconds=result.seconds, objective=objective.describe(),
                           final=result.history[-1] if result.history else None)
+        if spec.train.retrain_on_all:
+            model = retrain_on_all(spec, train, val, result.best_epoch, run, log)
+            train_info["retrained_on_all_epochs"] = (result.best_epoch or spec.train.epochs - 1) + 1
         save_checkpoint(run.model_file, model, None, {"name": spec.name, "model": spec.model.model_dump()})
     train_seconds = time.perf_counter() - t0
     results = evaluate(spec, model, test, run, log)
@@ -104,6 +110,40 @@ def run_experiment(spec: ExperimentSpec, run: RunDir, *, resume: bool = False,
                    model=spec.model.model_dump(), data=spec.data.model_dump())
     run.write_results(results)
     return results
+
+
+def retrain_on_all(spec: ExperimentSpec, train: ArrayDataset, val: ArrayDataset | None, best_epoch: int | None,
+                   run: RunDir, log: Callable[[str], None]) -> torch.nn.Module:
+    """The recipe of Goodfellow et al.'s G6: after early stopping chose the number of epochs, train a
+    fresh model (same seed) on training + validation data for that many epochs, without validation."""
+    if val is None:
+        raise ExperimentError("train.retrain_on_all needs a validation split (data.val_split)")
+    epochs = (best_epoch if best_epoch is not None else spec.train.epochs - 1) + 1
+    torch.manual_seed(spec.seed)
+    model = build_model(spec.model.name, **spec.model.args).to(train.x.device)
+    cfg = replace(train_config(spec), epochs=epochs, early_stopping_patience=0, co_guard=False)
+    threat = threat_of(spec.train.threat) if spec.train.threat else None
+    objective = build_objective(spec.train.objective, threat, **spec.train.objective_args)
+    log(f"[{spec.name}] retraining on train + validation for {epochs} epoch(s)")
+    x, y = torch.cat([train.x, val.x]), torch.cat([train.y, val.y])
+    Trainer(model, objective, cfg, callbacks=[lambda r: run.log_metrics({**r, "phase": "retrain_on_all"})],
+            checkpoint_path=run.path / "checkpoint_retrain.safetensors").fit(x, y)
+    return model
+
+
+def tensorboard_logger(logdir: Path) -> Callable[[dict[str, Any]], None]:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:
+        raise ExperimentError("train.tensorboard needs the tensorboard package: pip install tensorboard") from e
+    writer = SummaryWriter(str(logdir))
+
+    def log(record: dict[str, Any]) -> None:
+        for k, v in record.items():
+            if isinstance(v, (int, float)) and k != "epoch":
+                writer.add_scalar(k, v, record.get("epoch", 0))
+        writer.flush()
+    return log
 
 
 def evaluate(spec: ExperimentSpec, model: torch.nn.Module, test: ArrayDataset, run: RunDir,

@@ -79,6 +79,8 @@ class TrainSpec(_Strict):
     co_drop: float = 0.2
     co_check_every: int = 0
     checkpoint_every: int = 0
+    retrain_on_all: bool = False     # after early stopping: retrain on train + validation for the best epochs
+    tensorboard: bool = False        # also log epoch metrics to RUN_DIR/tensorboard (needs `tensorboard`)
 
 
 class AttackSpec(_Strict):
