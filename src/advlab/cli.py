@@ -190,6 +190,36 @@ def runs_cmd(root: Path) -> None:
         click.echo(f"{r['run']:<45} clean {clean}{', ' + rob if rob else ''}{wc}")
 
 
+@main.command("reproduce")
+@click.argument("paper", type=click.Choice(["goodfellow2015"]))
+@click.option("--budget", type=click.Choice(["quick", "full", "tiny"]), default="quick", show_default=True,
+              help="quick: minutes on a CPU; full: the paper's recipe (GPU advised); tiny: a smoke test.")
+@click.option("--seeds", default=1, show_default=True, help="Independent repetitions (mean ± std).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory (reused to resume).")
+def reproduce_cmd(paper: str, budget: str, seeds: int, device: str, out: Path | None) -> None:
+    """Reproduce a paper's experiments on MNIST and write results.json and a report."""
+    from .experiments.reproductions.goodfellow2015 import run_goodfellow2015, write_goodfellow_report
+    from .experiments.runner import resolve_device
+    out = out or Path("runs") / f"{paper}-{budget}"
+    run_goodfellow2015(out, budget, seeds, str(resolve_device(device)), log=click.echo)
+    md, html_path = write_goodfellow_report(out)
+    click.echo(md.read_text().split("## Paper vs advlab")[1].split("##")[0])
+    click.echo(f"wrote {md} and {html_path}")
+
+
+@main.command("report")
+@click.argument("run_dir", type=click.Path(exists=True, path_type=Path))
+def report_cmd(run_dir: Path) -> None:
+    """Regenerate a reproduction's report.md / report.html from its results.json."""
+    from .experiments.reproductions.goodfellow2015 import write_goodfellow_report
+    results = json.loads((run_dir / "results.json").read_text())
+    if results.get("paper") != "goodfellow2015":
+        raise click.UsageError(f"{run_dir} holds no reproduction results")
+    md, html_path = write_goodfellow_report(run_dir)
+    click.echo(f"wrote {md} and {html_path}")
+
+
 @main.command("recipes")
 def recipes_cmd() -> None:
     """List the built-in experiment files."""

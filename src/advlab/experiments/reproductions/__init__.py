@@ -1,0 +1,1 @@
+"""Paper reproductions: each module trains what its paper compares and writes a report."""

@@ -1,0 +1,442 @@
+"""Goodfellow, Shlens, Szegedy 2015, "Explaining and Harnessing Adversarial Examples", on MNIST.
+
+Trains every model the paper compares (softmax regression, the 240x5 maxout net naive / with the
+FGSM objective / with sign and uniform noise / with L1 on the first layer, a shallow RBF network,
+an ensemble of maxout nets, 3-vs-7 logistic regression), measures rows G1-G14 of PAPERS.md and writes
+results.json, figures.npz and the report. Numbers are means (and std) over seeds."""
+from __future__ import annotations
+
+import math
+import platform
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ... import __version__
+from ...attacks import FGSM, PGD
+from ...data import ArrayDataset, load_mnist
+from ...evaluation import evaluate_robustness, predict
+from ...io import atomic_write_bytes, atomic_write_json
+from ...models import build_model
+from ...threat import ThreatModel
+from ...training import Trainer, TrainConfig, build_objective, save_checkpoint
+
+EPS = 0.25
+CURVE_EPS = [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3]
+
+
+@dataclass(frozen=True)
+class Budget:
+    maxout_epochs: int
+    softmax_epochs: int
+    rbf_epochs: int
+    ensemble: int
+    n_eval: int
+    n_strong: int          # points for PGD and the worst-case suite
+    l1_coefs: tuple[float, ...]
+    train_samples: int | None = None
+
+
+BUDGETS = {
+    "quick": Budget(maxout_epochs=5, softmax_epochs=3, rbf_epochs=5, ensemble=3, n_eval=2000, n_strong=300,
+                    l1_coefs=(0.0025,)),
+    "full": Budget(maxout_epochs=100, softmax_epochs=20, rbf_epochs=30, ensemble=12, n_eval=10000, n_strong=1000,
+                   l1_coefs=(0.0025, 0.001, 0.0001)),
+    "tiny": Budget(maxout_epochs=1, softmax_epochs=1, rbf_epochs=1, ensemble=2, n_eval=200, n_strong=50,
+                   l1_coefs=(0.0025,), train_samples=2000),
+}
+
+
+class Ensemble(nn.Module):
+    """Average of the members' softmax probabilities, returned as log-probabilities (valid logits)."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: Tensor) -> Tensor:
+        probs = torch.stack([m(x).float().softmax(1) for m in self.members]).mean(0)
+        return probs.clamp_min(1e-30).log()
+
+
+def confidence(model: nn.Module, x: Tensor) -> Tensor:
+    """Max class probability; an RBF net's own unit outputs (unnormalized), as in the paper."""
+    with torch.no_grad():
+        model.eval()
+        if hasattr(model, "unit_probabilities"):
+            return torch.cat([model.unit_probabilities(x[i:i + 1000]).amax(1) for i in range(0, len(x), 1000)])
+        return predict(model, x).float().softmax(1).amax(1)
+
+
+def _maxout_cfg(b: Budget, seed: int) -> TrainConfig:
+    return TrainConfig(epochs=b.maxout_epochs, batch_size=100, optimizer="sgd", lr=0.1, momentum=0.5,
+                       momentum_final=0.7, momentum_ramp_epochs=max(1, b.maxout_epochs // 2), schedule="cosine",
+                       seed=seed)
+
+
+def model_plan(b: Budget) -> dict[str, dict[str, Any]]:
+    th = {"norm": "linf", "eps": EPS}
+    plan = {
+        "softmax": {"model": ("softmax_regression", {}), "objective": ("standard", {}),
+                    "cfg": lambda s: TrainConfig(epochs=b.softmax_epochs, batch_size=100, optimizer="adam", lr=1e-3,
+                                                 seed=s)},
+        "maxout": {"model": ("maxout_mlp", {}), "objective": ("standard", {}), "cfg": lambda s: _maxout_cfg(b, s)},
+        "maxout_at": {"model": ("maxout_mlp", {}), "objective": ("fgsm_mixture", {"alpha": 0.5}),
+                      "cfg": lambda s: _maxout_cfg(b, s)},
+        "maxout_sign_noise": {"model": ("maxout_mlp", {}), "objective": ("noise_mixture", {"kind": "sign"}),
+                              "cfg": lambda s: _maxout_cfg(b, s)},
+        "maxout_uniform_noise": {"model": ("maxout_mlp", {}), "objective": ("noise_mixture", {"kind": "uniform"}),
+                                 "cfg": lambda s: _maxout_cfg(b, s)},
+        "rbf": {"model": ("rbf", {}), "objective": ("standard", {}),
+                "cfg": lambda s: TrainConfig(epochs=b.rbf_epochs, batch_size=100, optimizer="adam", lr=1e-2, seed=s)},
+    }
+    for c in b.l1_coefs:
+        plan[f"maxout_l1_{c:g}"] = {"model": ("maxout_mlp", {}), "objective": ("standard", {}),
+                                    "cfg": lambda s, c=c: replace(_maxout_cfg(b, s),
+                                                                  l1={"features.2.linear.weight": c})}
+    for spec in plan.values():
+        spec["threat"] = th
+    return plan
+
+
+def _train(name: str, spec: dict[str, Any], train: ArrayDataset, seed: int, out: Path,
+           log: Callable[[str], None]) -> tuple[nn.Module, dict[str, Any]]:
+    torch.manual_seed(seed)
+    model = build_model(spec["model"][0], **spec["model"][1]).to(train.x.device)
+    path = out / "models" / f"{name}-seed{seed}.safetensors"
+    if path.exists():
+        from ...training import load_weights
+        load_weights(path, model)
+        return model.eval(), {"cached": True}
+    threat = ThreatModel(**spec["threat"])
+    objective = build_objective(spec["objective"][0], threat, **spec["objective"][1])
+    cfg = spec["cfg"](seed)
+    t0 = time.perf_counter()
+    res = Trainer(model, objective, cfg).fit(train.x, train.y)
+    info = {"seconds": time.perf_counter() - t0, "final_train_loss": res.history[-1]["train_loss"],
+            "epochs": cfg.epochs, "objective": objective.describe()}
+    save_checkpoint(path, model, None, {"name": name, "seed": seed, **info})
+    log(f"  trained {name} (seed {seed}) in {info['seconds']:.0f}s, loss {info['final_train_loss']:.4f}")
+    return model.eval(), info
+
+
+def _fgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float) -> Tensor:
+    atk = FGSM(ThreatModel("linf", eps))
+    return torch.cat([atk(model, x[i:i + 1000], y[i:i + 1000]).x_adv for i in range(0, len(x), 1000)])
+
+
+def _err(model: nn.Module, x: Tensor, y: Tensor) -> tuple[float, Tensor]:
+    pred = predict(model, x).argmax(1)
+    return float((pred != y).float().mean()), pred
+
+
+def measure(model: nn.Module, test: ArrayDataset, n_strong: int, strong: bool, seed: int) -> dict[str, Any]:
+    x, y = test.x, test.y
+    clean_err, _ = _err(model, x, y)
+    x_adv = _fgsm(model, x, y, EPS)
+    adv_err, adv_pred = _err(model, x_adv, y)
+    wrong = adv_pred != y
+    conf_adv = confidence(model, x_adv)
+    out = {"clean_error": clean_err, "clean_confidence": float(confidence(model, x).mean()),
+           "fgsm_error": adv_err, "fgsm_confidence_on_mistakes": float(conf_adv[wrong].mean()) if wrong.any() else None,
+           "fgsm_curve": [(e, _err(model, _fgsm(model, x, y, e), y)[0]) for e in CURVE_EPS],
+           "_conf_adv": conf_adv[wrong].cpu().numpy()}
+    rubbish = torch.randn(2000, *x.shape[1:], generator=torch.Generator().manual_seed(seed)).to(x.device)
+    rc = confidence(model, rubbish)
+    out["rubbish_share_over_half"] = float((rc > 0.5).float().mean())
+    out["rubbish_confidence"] = float(rc[rc > 0.5].mean()) if (rc > 0.5).any() else None
+    if strong:
+        th = ThreatModel("linf", EPS)
+        xs, ys = x[:n_strong], y[:n_strong]
+        pgd = PGD(th, steps=40, step_size=0.01, restarts=1, seed=seed)
+        out["pgd40_error"] = float(pgd(model, xs, ys).success.float().mean())
+        res = evaluate_robustness(model, (xs, ys), th, suite="fast", seed=seed, checks=False)
+        out["worst_case_error"] = 1 - res.robust_accuracy
+        out["fgsm_error_same_points"] = float((_err(model, x_adv[:n_strong], ys)[1] != ys).float().mean())
+    return out
+
+
+def transfer(models: dict[str, nn.Module], test: ArrayDataset) -> dict[str, Any]:
+    """error[r][c]: error of model c on FGSM examples crafted on model r; agreement[r][c]: on the examples
+    that fool r, the share where c predicts r's (wrong) class (G12)."""
+    x, y = test.x, test.y
+    names = list(models)
+    err = np.zeros((len(names), len(names)))
+    agree = np.zeros_like(err)
+    for i, r in enumerate(names):
+        x_adv = _fgsm(models[r], x, y, EPS)
+        pred_r = predict(models[r], x_adv).argmax(1)
+        fooled = pred_r != y
+        for j, c in enumerate(names):
+            pred_c = predict(models[c], x_adv).argmax(1)
+            err[i, j] = float((pred_c != y).float().mean())
+            agree[i, j] = float((pred_c[fooled] == pred_r[fooled]).float().mean()) if fooled.any() else float("nan")
+    return {"names": names, "error": err.tolist(), "agreement": agree.tolist()}
+
+
+def three_vs_seven(train: ArrayDataset, test: ArrayDataset, epochs: int, seed: int) -> dict[str, float]:
+    def subset(d: ArrayDataset) -> ArrayDataset:
+        keep = (d.y == 3) | (d.y == 7)
+        return ArrayDataset(d.x[keep], (d.y[keep] == 7).long())
+    tr, te = subset(train), subset(test)
+    torch.manual_seed(seed)
+    model = build_model("softmax_regression", num_classes=2)
+    Trainer(model, build_objective("standard"), TrainConfig(epochs=max(epochs, 3), batch_size=100,
+                                                            optimizer="adam", lr=1e-3, seed=seed)).fit(tr.x, tr.y)
+    model.eval()
+    return {"clean_error": _err(model, te.x, te.y)[0], "fgsm_error": _err(model, _fgsm(model, te.x, te.y, EPS), te.y)[0],
+            "_weights": model.linear.weight.detach()[1] - model.linear.weight.detach()[0]}
+
+
+def _agg(values: list[Any]) -> dict[str, Any] | None:
+    vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not vals:
+        return None
+    a = np.asarray(vals, dtype=float)
+    return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0, "n": len(a),
+            "values": a.tolist()}
+
+
+def run_goodfellow2015(out: Path, budget: str = "quick", seeds: int = 1, device: str = "cpu",
+                       log: Callable[[str], None] = print) -> dict[str, Any]:
+    b = BUDGETS[budget]
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    train, test = load_mnist("train", device=device), load_mnist("test", device=device)
+    if b.train_samples:
+        train = train.subset(b.train_samples)
+    test_eval = test.subset(b.n_eval)
+    plan = model_plan(b)
+    per_seed: dict[str, list[dict[str, Any]]] = {name: [] for name in plan}
+    figs: dict[str, np.ndarray] = {}
+    transfers, ensembles, tvs = [], [], []
+    for seed in range(seeds):
+        log(f"[goodfellow2015] seed {seed}: training {len(plan)} models ({budget} budget)")
+        models = {}
+        for name, spec in plan.items():
+            models[name], info = _train(name, spec, train, seed, out, log)
+            m = measure(models[name], test_eval, b.n_strong, name in ("softmax", "maxout", "maxout_at"), seed)
+            if name.startswith("maxout_l1"):
+                m["train_error"] = _err(models[name], train.x[:10000], train.y[:10000])[0]
+            if seed == 0 and name in ("maxout", "maxout_at", "rbf", "softmax"):
+                figs[f"conf_adv__{name}"] = m["_conf_adv"]
+            m.pop("_conf_adv")
+            per_seed[name].append({**m, "train": info})
+        if seed == 0:
+            for name in ("maxout", "maxout_at"):
+                figs[f"weights__{name}"] = models[name].features[2].linear.weight.detach().cpu().numpy()[:: 5][:24]
+        core = {k: models[k] for k in ("softmax", "maxout", "maxout_at", "maxout_sign_noise", "rbf")}
+        transfers.append(transfer(core, test_eval))
+        members = [models["maxout"]] + [
+            _train(f"maxout_member{k}", plan["maxout"], train, seed * 1000 + k, out, log)[0]
+            for k in range(1, b.ensemble)]
+        ens = Ensemble(members).eval()
+        ens_err_whole = _err(ens, _fgsm(ens, test_eval.x, test_eval.y, EPS), test_eval.y)[0]
+        ens_err_member = _err(ens, _fgsm(members[0], test_eval.x, test_eval.y, EPS), test_eval.y)[0]
+        ensembles.append({"size": b.ensemble, "error_attack_ensemble": ens_err_whole,
+                          "error_attack_one_member": ens_err_member,
+                          "clean_error": _err(ens, test_eval.x, test_eval.y)[0]})
+        t = three_vs_seven(train, test, b.softmax_epochs, seed)
+        if seed == 0:
+            figs["weights__logreg_3v7"] = t["_weights"].cpu().numpy()
+        t.pop("_weights")
+        tvs.append(t)
+        log(f"[goodfellow2015] seed {seed} done at {time.perf_counter() - t_start:.0f}s")
+    models_agg = {name: {k: _agg([r[k] for r in runs]) for k in runs[0] if k not in ("train", "fgsm_curve")}
+                  for name, runs in per_seed.items()}
+    for name, runs in per_seed.items():
+        models_agg[name]["fgsm_curve"] = [(e, _agg([r["fgsm_curve"][i][1] for r in runs])["mean"])
+                                          for i, e in enumerate(CURVE_EPS)]
+    names = transfers[0]["names"]
+    tr_err = np.mean([t["error"] for t in transfers], axis=0)
+    tr_agree = np.nanmean([t["agreement"] for t in transfers], axis=0)
+    figs["transfer_error"] = tr_err
+    buf = __import__("io").BytesIO()
+    np.savez_compressed(buf, **figs)
+    atomic_write_bytes(out / "figures.npz", buf.getvalue())
+    results = {
+        "paper": "goodfellow2015", "budget": budget, "budget_settings": b.__dict__, "seeds": seeds,
+        "device": device, "seconds": time.perf_counter() - t_start,
+        "command": " ".join(sys.argv), "versions": {"advlab": __version__, "torch": torch.__version__,
+                                                     "python": platform.python_version()},
+        "hardware": {"platform": platform.platform(), "threads": torch.get_num_threads(),
+                     "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        "models": models_agg, "per_seed": per_seed,
+        "transfer": {"names": names, "error": tr_err.tolist(), "agreement": tr_agree.tolist()},
+        "ensemble": {k: _agg([e[k] for e in ensembles]) for k in ensembles[0]},
+        "three_vs_seven": {k: _agg([t[k] for t in tvs]) for k in tvs[0]},
+    }
+    results["rows"] = paper_rows(results)
+    atomic_write_json(out / "results.json", results)
+    return results
+
+
+def paper_rows(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """The G rows: paper value, ours (mean/std over seeds), and the ordering check of issue #4."""
+    m, tr, ens, tvs = r["models"], r["transfer"], r["ensemble"], r["three_vs_seven"]
+
+    def mean(x: Any) -> float | None:
+        return x["mean"] if isinstance(x, dict) else x
+
+    def t(i: str, j: str, key: str = "error") -> float:
+        return tr[key][tr["names"].index(i)][tr["names"].index(j)]
+
+    full = r["budget"] == "full"
+    rows = [
+        {"id": "G1", "quantity": "softmax regression: FGSM error", "paper": 0.999, "ours": m["softmax"]["fgsm_error"],
+         "check": ">= 95%", "holds": mean(m["softmax"]["fgsm_error"]) >= 0.95},
+        {"id": "G1", "quantity": "softmax regression: confidence on mistakes", "paper": 0.793,
+         "ours": m["softmax"]["fgsm_confidence_on_mistakes"]},
+        {"id": "G2", "quantity": "maxout: FGSM error", "paper": 0.894, "ours": m["maxout"]["fgsm_error"],
+         "check": ">= 80%", "holds": mean(m["maxout"]["fgsm_error"]) >= 0.80},
+        {"id": "G2", "quantity": "maxout: confidence on mistakes", "paper": 0.976,
+         "ours": m["maxout"]["fgsm_confidence_on_mistakes"], "check": ">= 90%",
+         "holds": mean(m["maxout"]["fgsm_confidence_on_mistakes"]) >= 0.90},
+        {"id": "G4", "quantity": "3 vs 7 logistic regression: clean error", "paper": 0.016,
+         "ours": tvs["clean_error"]},
+        {"id": "G4", "quantity": "3 vs 7 logistic regression: FGSM error", "paper": 0.99, "ours": tvs["fgsm_error"]},
+        {"id": "G5", "quantity": "maxout: clean error (naive)", "paper": 0.0094, "ours": m["maxout"]["clean_error"],
+         "check": "<= 1.1% (full budget)", "holds": mean(m["maxout"]["clean_error"]) <= 0.011 if full else None},
+        {"id": "G5", "quantity": "maxout: clean error (FGSM-trained)", "paper": 0.0084,
+         "ours": m["maxout_at"]["clean_error"], "check": "<= naive",
+         "holds": mean(m["maxout_at"]["clean_error"]) <= mean(m["maxout"]["clean_error"])},
+        {"id": "G7", "quantity": "FGSM-trained maxout: FGSM error", "paper": 0.179, "ours": m["maxout_at"]["fgsm_error"],
+         "check": "<= 17.9% (full); < naive (quick)",
+         "holds": (mean(m["maxout_at"]["fgsm_error"]) <= 0.179 if full
+                   else mean(m["maxout_at"]["fgsm_error"]) < mean(m["maxout"]["fgsm_error"]))},
+        {"id": "G7", "quantity": "FGSM-trained maxout: confidence on mistakes", "paper": 0.814,
+         "ours": m["maxout_at"]["fgsm_confidence_on_mistakes"]},
+        {"id": "G7+", "quantity": "FGSM-trained maxout: PGD-40 error (beyond the paper)", "paper": None,
+         "ours": m["maxout_at"].get("pgd40_error")},
+        {"id": "G7+", "quantity": "FGSM-trained maxout: worst-case error, fast suite (beyond the paper)",
+         "paper": None, "ours": m["maxout_at"].get("worst_case_error")},
+        {"id": "G8", "quantity": "transfer naive -> FGSM-trained (error)", "paper": 0.196,
+         "ours": t("maxout", "maxout_at"), "check": "< FGSM-trained -> naive",
+         "holds": t("maxout", "maxout_at") < t("maxout_at", "maxout")},
+        {"id": "G8", "quantity": "transfer FGSM-trained -> naive (error)", "paper": 0.409,
+         "ours": t("maxout_at", "maxout")},
+        {"id": "G9", "quantity": "sign-noise-trained maxout: FGSM error", "paper": 0.862,
+         "ours": m["maxout_sign_noise"]["fgsm_error"], "check": ">= 70%",
+         "holds": mean(m["maxout_sign_noise"]["fgsm_error"]) >= 0.70},
+        {"id": "G9", "quantity": "uniform-noise-trained maxout: FGSM error", "paper": 0.904,
+         "ours": m["maxout_uniform_noise"]["fgsm_error"], "check": ">= 70%",
+         "holds": mean(m["maxout_uniform_noise"]["fgsm_error"]) >= 0.70},
+        {"id": "G11", "quantity": "RBF: FGSM error", "paper": 0.554, "ours": m["rbf"]["fgsm_error"]},
+        {"id": "G11", "quantity": "RBF: confidence on mistakes", "paper": 0.012,
+         "ours": m["rbf"]["fgsm_confidence_on_mistakes"], "check": "<= 10%",
+         "holds": (mean(m["rbf"]["fgsm_confidence_on_mistakes"]) or 0) <= 0.10},
+        {"id": "G11", "quantity": "RBF: clean confidence", "paper": 0.606, "ours": m["rbf"]["clean_confidence"]},
+        {"id": "G12", "quantity": "maxout's adversarial class taken by softmax regression", "paper": 0.546,
+         "ours": t("maxout", "softmax", "agreement")},
+        {"id": "G12", "quantity": "maxout's adversarial class taken by RBF", "paper": 0.160,
+         "ours": t("maxout", "rbf", "agreement")},
+        {"id": "G13", "quantity": f"ensemble ({ens['error_attack_ensemble']['n'] and r['budget_settings']['ensemble']} "
+                                  "maxouts): error, FGSM on the ensemble", "paper": 0.911,
+         "ours": ens["error_attack_ensemble"], "check": ">= error with FGSM on one member",
+         "holds": mean(ens["error_attack_ensemble"]) >= mean(ens["error_attack_one_member"])},
+        {"id": "G13", "quantity": "ensemble: error, FGSM on one member", "paper": 0.879,
+         "ours": ens["error_attack_one_member"]},
+        {"id": "G14", "quantity": "rubbish N(0, I): share with p > 0.5, maxout", "paper": 0.9835,
+         "ours": m["maxout"]["rubbish_share_over_half"]},
+        {"id": "G14", "quantity": "rubbish: share with p > 0.5, softmax regression", "paper": 0.598,
+         "ours": m["softmax"]["rubbish_share_over_half"]},
+        {"id": "G14", "quantity": "rubbish: share with p > 0.5, RBF", "paper": 0.0,
+         "ours": m["rbf"]["rubbish_share_over_half"]},
+    ]
+    for name in m:
+        if name.startswith("maxout_l1"):
+            coef = float(name.rsplit("_", 1)[1])
+            rows.append({"id": "G10", "quantity": f"L1 {coef:g} on the first layer: training error",
+                         "paper": 0.05 if coef >= 0.0025 else None, "ours": m[name]["train_error"],
+                         "check": "> 5% at 0.0025" if coef >= 0.0025 else "",
+                         "holds": mean(m[name]["train_error"]) > 0.05 if coef >= 0.0025 else None})
+    return rows
+
+
+def write_goodfellow_report(run_dir: Path) -> tuple[Path, Path]:
+    """report.md / report.html from results.json and figures.npz (no retraining)."""
+    import json
+
+    from ..report import load_figures_data, write_report
+    r = json.loads((run_dir / "results.json").read_text())
+    data = load_figures_data(run_dir)
+    names = r["transfer"]["names"]
+
+    def heat(fig: Any) -> None:
+        ax = fig.add_subplot(111)
+        err = np.asarray(r["transfer"]["error"])
+        im = ax.imshow(err, cmap="viridis", vmin=0, vmax=1)
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+        ax.set_yticks(range(len(names)), names)
+        ax.set_xlabel("evaluated on")
+        ax.set_ylabel("FGSM crafted on")
+        for i in range(len(names)):
+            for j in range(len(names)):
+                ax.text(j, i, f"{100 * err[i, j]:.0f}", ha="center", va="center", color="w", fontsize=8)
+        fig.colorbar(im, ax=ax, label="error")
+
+    def curves(fig: Any) -> None:
+        ax = fig.add_subplot(111)
+        for name, m in r["models"].items():
+            e, v = zip(*m["fgsm_curve"])
+            ax.plot(e, v, marker="o", label=name)
+        ax.set_xlabel("FGSM eps (linf)")
+        ax.set_ylabel("test error")
+        ax.legend(fontsize=7)
+
+    def hist(fig: Any) -> None:
+        ax = fig.add_subplot(111)
+        for key, v in data.items():
+            if key.startswith("conf_adv__") and len(v):
+                ax.hist(v, bins=20, range=(0, 1), alpha=0.5, label=key.split("__")[1])
+        ax.set_xlabel("confidence on fooled FGSM examples")
+        ax.set_ylabel("count")
+        ax.legend(fontsize=7)
+
+    def weights(fig: Any) -> None:
+        rows = [k for k in ("weights__maxout", "weights__maxout_at") if k in data]
+        for i, key in enumerate(rows):
+            w = data[key][:8]
+            for j in range(len(w)):
+                ax = fig.add_subplot(len(rows) + 1, 8, i * 8 + j + 1)
+                ax.imshow(w[j].reshape(28, 28), cmap="gray")
+                ax.axis("off")
+                if j == 0:
+                    ax.set_title(key.split("__")[1], fontsize=7, loc="left")
+        if "weights__logreg_3v7" in data:
+            ax = fig.add_subplot(len(rows) + 1, 8, len(rows) * 8 + 1)
+            ax.imshow(data["weights__logreg_3v7"].reshape(28, 28), cmap="gray")
+            ax.set_title("3v7 w", fontsize=7)
+            ax.axis("off")
+
+    checks = [row for row in r["rows"] if row.get("holds") is not None]
+    missed = [f"{row['id']} {row['quantity']}" for row in checks if not row["holds"]]
+    intro = (f"MNIST, budget '{r['budget']}', {r['seeds']} seed(s), {r['seconds'] / 60:.1f} min on "
+             f"{r['hardware']['gpu'] or 'CPU'} ({r['hardware']['threads']} threads). Ours = mean ± std over seeds. "
+             f"{len(checks) - len(missed)} of {len(checks)} checks hold"
+             + (f"; missed: {'; '.join(missed)}." if missed else "."))
+    ens = r["ensemble"]
+    sections = [("Transfer matrix (error, rows: crafted on, columns: evaluated on)",
+                 "\n".join([" " * 22 + "".join(f"{n[:14]:>16}" for n in names)] +
+                           [f"{n[:20]:<22}" + "".join(f"{100 * v:15.1f}%" for v in row)
+                            for n, row in zip(names, r["transfer"]["error"])])),
+                ("Ensemble", f"size {r['budget_settings']['ensemble']}: "
+                     f"clean error {ens['clean_error']['mean']:.2%}, "
+                             f"FGSM on the ensemble {ens['error_attack_ensemble']['mean']:.2%}, "
+                             f"FGSM on one member {ens['error_attack_one_member']['mean']:.2%}"),
+                ("Beyond the paper", "FGSM overstates robustness: for the FGSM-trained maxout, FGSM error "
+                 f"{r['models']['maxout_at']['fgsm_error']['mean']:.2%}, PGD-40 "
+                 f"{(r['models']['maxout_at'].get('pgd40_error') or {}).get('mean', float('nan')):.2%}, worst case "
+                 f"{(r['models']['maxout_at'].get('worst_case_error') or {}).get('mean', float('nan')):.2%} "
+                 f"(PGD and the suite on the first {r['budget_settings']['n_strong']} test points).")]
+    provenance = {k: r[k] for k in ("budget", "budget_settings", "seeds", "device", "seconds", "command",
+                                     "versions", "hardware")}
+    return write_report(run_dir, "Goodfellow et al. 2015 reproduced with advlab", intro, r["rows"], sections,
+                        {"transfer_matrix": heat, "error_vs_eps": curves, "confidence_histograms": hist,
+                         "first_layer_weights": weights}, provenance)
