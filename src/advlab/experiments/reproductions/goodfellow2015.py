@@ -190,7 +190,8 @@ def three_vs_seven(train: ArrayDataset, test: ArrayDataset, epochs: int, seed: i
     Trainer(model, build_objective("standard"), TrainConfig(epochs=max(epochs, 3), batch_size=100,
                                                             optimizer="adam", lr=1e-3, seed=seed)).fit(tr.x, tr.y)
     model.eval()
-    return {"clean_error": _err(model, te.x, te.y)[0], "fgsm_error": _err(model, _fgsm(model, te.x, te.y, EPS), te.y)[0],
+    return {"clean_error": _err(model, te.x, te.y)[0],
+            "fgsm_error": _err(model, _fgsm(model, te.x, te.y, EPS), te.y)[0],
             "_weights": model.linear.weight.detach()[1] - model.linear.weight.detach()[0]}
 
 
@@ -306,7 +307,8 @@ def paper_rows(r: dict[str, Any]) -> list[dict[str, Any]]:
         {"id": "G5", "quantity": "maxout: clean error (FGSM-trained)", "paper": 0.0084,
          "ours": m["maxout_at"]["clean_error"], "check": "<= naive",
          "holds": mean(m["maxout_at"]["clean_error"]) <= mean(m["maxout"]["clean_error"])},
-        {"id": "G7", "quantity": "FGSM-trained maxout: FGSM error", "paper": 0.179, "ours": m["maxout_at"]["fgsm_error"],
+        {"id": "G7", "quantity": "FGSM-trained maxout: FGSM error", "paper": 0.179,
+         "ours": m["maxout_at"]["fgsm_error"],
          "check": "<= 17.9% (full); < naive (quick)",
          "holds": (mean(m["maxout_at"]["fgsm_error"]) <= 0.179 if full
                    else mean(m["maxout_at"]["fgsm_error"]) < mean(m["maxout"]["fgsm_error"]))},
