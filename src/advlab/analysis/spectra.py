@@ -1,0 +1,160 @@
+"""Singular values of a network's linear maps: dense layers by SVD, convolutions as operators over
+their actual input size (exact FFT method of Sedghi, Gupta, Long 2019 for circular padding, power
+iteration for the largest value under zero padding and strides), BatchNorm folded in, and the
+largest singular values of input-to-layer Jacobians at data points."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..models.guard import attack_mode
+
+
+def dense_singular_values(weight: Tensor) -> Tensor:
+    """All singular values of a dense layer's weight (out, in), descending."""
+    return torch.linalg.svdvals(weight.detach().double()).float()
+
+
+def conv_singular_values(kernel: Tensor, input_size: tuple[int, int]) -> Tensor:
+    """All singular values of the circular (periodic) convolution with `kernel` (c_out, c_in, kh, kw)
+    on inputs of spatial size `input_size`: the SVDs of the c_out x c_in matrices of the kernel's 2-D
+    DFT at every frequency (exact; Sedghi et al. 2019). Returns them sorted, descending."""
+    n, m = input_size
+    k = kernel.detach()  # float32 -> complex64 SVDs (fast), float64 -> complex128 (reference precision)
+    if k.shape[-2] > n or k.shape[-1] > m:
+        k = k[..., :n, :m]  # a kernel larger than the input wraps around; the DFT handles it via s=
+    transform = torch.fft.fft2(k, s=(n, m))                       # (c_out, c_in, n, m)
+    per_freq = transform.permute(2, 3, 0, 1)                     # (n, m, c_out, c_in)
+    return torch.linalg.svdvals(per_freq).flatten().sort(descending=True).values
+
+
+def linear_map_top_singular_value(apply: Callable[[Tensor], Tensor], input_shape: tuple[int, ...],
+                                  iters: int = 100, seed: int = 0, dtype: torch.dtype = torch.float64,
+                                  device: torch.device | str = "cpu") -> float:
+    """Largest singular value of a linear map x -> apply(x) by power iteration on A^T A (A^T via autograd)."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    v = torch.randn((1, *input_shape), generator=g, dtype=dtype).to(device)
+    v = v / v.norm()
+    sigma = 0.0
+    for _ in range(iters):
+        v_req = v.detach().requires_grad_(True)
+        with torch.enable_grad():
+            u = apply(v_req)
+            (w,) = torch.autograd.grad(u, v_req, grad_outputs=u)  # A^T A v
+        sigma = float(u.detach().norm())
+        v = w / (w.norm() + 1e-30)
+    return sigma
+
+
+def conv_operator_top_singular_value(conv: nn.Conv2d, input_size: tuple[int, int], iters: int = 100) -> float:
+    """Largest singular value of a Conv2d (its own zero padding, stride, dilation, groups; no bias)."""
+    w = conv.weight.detach()
+
+    def apply(x: Tensor) -> Tensor:
+        return F.conv2d(x, w, None, conv.stride, conv.padding, conv.dilation, conv.groups)
+    return linear_map_top_singular_value(apply, (conv.in_channels, *input_size), iters, dtype=w.dtype,
+                                         device=w.device)
+
+
+@dataclass
+class LayerSpectrum:
+    name: str
+    kind: str                  # dense | conv
+    singular_values: Tensor    # descending (exact for dense and circular conv)
+    top_power: float | None    # power-iteration largest value with the layer's real padding/stride (conv)
+    input_size: tuple[int, ...] | None = None
+
+    def stats(self) -> dict[str, float]:
+        s = self.singular_values.double()
+        top = float(s[0])
+        nonzero = s[s > 1e-12 * top] if top > 0 else s
+        return {"largest": top, "largest_actual": self.top_power if self.top_power is not None else top,
+                "mean": float(s.mean()), "spread": float(s.std() / top) if top > 0 else 0.0,
+                "stable_rank": float((s ** 2).sum() / top ** 2) if top > 0 else 0.0,
+                "condition": float(top / nonzero[-1]) if len(nonzero) else float("inf")}
+
+
+def _bn_scale(bn: nn.BatchNorm2d | nn.BatchNorm1d) -> Tensor:
+    scale = bn.running_var.detach().double().add(bn.eps).rsqrt()
+    return scale * bn.weight.detach().double() if bn.weight is not None else scale
+
+
+def layer_spectra(model: nn.Module, example_input: Tensor, *, fold_batchnorm: bool = True,
+                  power_iters: int = 50) -> list[LayerSpectrum]:
+    """Spectra of every Linear and Conv2d of `model`, convolutions over the input size they actually see
+    for `example_input` (one sample suffices). A BatchNorm registered right after a layer (in module
+    order, with matching channels) is folded in as a diagonal scaling of that layer's outputs."""
+    sizes: dict[str, tuple[int, ...]] = {}
+    def remember(name: str) -> Callable:
+        def hook(mod: nn.Module, inp: tuple, out: Tensor) -> None:
+            sizes.setdefault(name, tuple(inp[0].shape[2:]))
+        return hook
+    hooks = [m.register_forward_hook(remember(name)) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    with attack_mode(model), torch.no_grad():
+        model(example_input[:1])
+    for h in hooks:
+        h.remove()
+    mods = list(model.named_modules())
+    out: list[LayerSpectrum] = []
+    for i, (name, m) in enumerate(mods):
+        if not isinstance(m, (nn.Linear, nn.Conv2d)):
+            continue
+        nxt = mods[i + 1][1] if i + 1 < len(mods) else None
+        scale = None
+        if fold_batchnorm and isinstance(nxt, (nn.BatchNorm1d, nn.BatchNorm2d)) and \
+                nxt.num_features == (m.out_features if isinstance(m, nn.Linear) else m.out_channels):
+            scale = _bn_scale(nxt)
+        if isinstance(m, nn.Linear):
+            w = m.weight.detach().double()
+            if scale is not None:
+                w = w * scale[:, None]
+            out.append(LayerSpectrum(name, "dense", dense_singular_values(w), None))
+            continue
+        if name not in sizes:
+            continue  # not reached by the forward pass
+        w = m.weight.detach()
+        if scale is not None:
+            w = w * scale.view(-1, 1, 1, 1).to(w.dtype)
+        folded = nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation,
+                           m.groups, bias=False).to(device=w.device, dtype=w.dtype)
+        folded.weight.data.copy_(w)
+        if m.groups == 1 and m.stride == (1, 1) and m.dilation == (1, 1):
+            sv = conv_singular_values(w, sizes[name][:2])
+        else:
+            sv = torch.tensor([conv_operator_top_singular_value(folded, sizes[name][:2], power_iters)])
+        top = conv_operator_top_singular_value(folded, sizes[name][:2], power_iters)
+        out.append(LayerSpectrum(name, "conv", sv, top, sizes[name]))
+    return out
+
+
+def lipschitz_upper_bound(spectra: list[LayerSpectrum]) -> float:
+    """Product of the layers' largest singular values (with their real padding): an upper bound on the
+    network's l2 Lipschitz constant for 1-Lipschitz activations (ReLU, max pooling excluded)."""
+    prod = 1.0
+    for s in spectra:
+        prod *= s.stats()["largest_actual"]
+    return prod
+
+
+def jacobian_top_singular_values(fn: Callable[[Tensor], Tensor], x: Tensor, iters: int = 30,
+                                 seed: int = 0) -> Tensor:
+    """Per-sample largest singular value of the Jacobian of fn (applied per sample, batched) at x, by
+    power iteration on J^T J with forward-mode (jvp) and reverse-mode (vjp) products. fn must treat
+    samples independently (eval mode)."""
+    from torch.func import jvp, vjp
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    v = torch.randn(x.shape, generator=g, dtype=x.dtype).to(x.device)
+    shape = (-1,) + (1,) * (x.ndim - 1)
+    v = v / v.flatten(1).norm(dim=1).view(shape)
+    sigma = torch.zeros(x.shape[0], device=x.device)
+    for _ in range(iters):
+        _, u = jvp(fn, (x,), (v,))
+        sigma = u.flatten(1).norm(dim=1)
+        _, pullback = vjp(fn, x)
+        (w,) = pullback(u)
+        v = w / (w.flatten(1).norm(dim=1).view(shape) + 1e-30)
+    return sigma.detach()

@@ -1,0 +1,107 @@
+"""Analysis against exact references: explicit convolution matrices, autograd Jacobians, closed forms."""
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from advlab.analysis import (conv_operator_top_singular_value, conv_singular_values, feature_fn,
+                             jacobian_top_singular_values, layer_spectra, lipschitz_upper_bound, margin_report,
+                             output_margins, smoothness)
+
+
+def explicit_matrix(apply, in_shape):
+    """The matrix of a linear map on inputs of in_shape, built column by column from basis vectors."""
+    n = int(torch.tensor(in_shape).prod())
+    basis = torch.eye(n, dtype=torch.float64).view(n, *in_shape)
+    return apply(basis).reshape(n, -1).t()
+
+
+@pytest.mark.parametrize("cout,cin,k,n", [(2, 3, 3, 5), (4, 2, 3, 6), (3, 3, 5, 7), (1, 1, 2, 4)])
+def test_fft_conv_singular_values_match_explicit_circular_matrix(cout, cin, k, n):
+    torch.manual_seed(0)
+    w = torch.randn(cout, cin, k, k, dtype=torch.float64)
+
+    def circular(x):
+        pad = (k // 2, k - 1 - k // 2, k // 2, k - 1 - k // 2)
+        return F.conv2d(F.pad(x, pad, mode="circular"), w)
+    exact = torch.linalg.svdvals(explicit_matrix(circular, (cin, n, n)))
+    fft = conv_singular_values(w, (n, n)).double()
+    exact = exact[:fft.numel()]
+    assert torch.allclose(fft[:exact.numel()], exact, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("stride,padding", [(1, 1), (2, 1), (1, 0)])
+def test_power_iteration_matches_exact_zero_padding(stride, padding):
+    torch.manual_seed(1)
+    conv = nn.Conv2d(3, 4, 3, stride=stride, padding=padding, bias=False).double()
+    exact = torch.linalg.svdvals(explicit_matrix(lambda x: conv(x), (3, 6, 6)))[0]
+    approx = conv_operator_top_singular_value(conv, (6, 6), iters=300)
+    assert abs(approx - float(exact)) / float(exact) < 1e-3
+
+
+def test_jacobian_power_iteration_matches_autograd():
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 5), nn.Tanh(), nn.Linear(5, 3)).double().eval()
+    x = torch.randn(4, 6, dtype=torch.float64)
+    for layer in ("2", "4"):
+        fn = feature_fn(net, layer)
+        approx = jacobian_top_singular_values(fn, x, iters=200)
+        for i in range(4):
+            jac = torch.autograd.functional.jacobian(lambda z: fn(z.unsqueeze(0)).squeeze(0), x[i])
+            exact = torch.linalg.svdvals(jac)[0]
+            assert abs(float(approx[i]) - float(exact)) / float(exact) < 1e-6
+
+
+def test_margins_of_linear_model_match_closed_forms():
+    w = torch.tensor([[1.0, 0.0], [0.0, 2.0], [-1.0, -1.0]], dtype=torch.float64)
+    model = nn.Linear(2, 3, bias=False).double()
+    model.weight.data.copy_(w)
+    x = torch.tensor([[0.9, 0.1], [0.2, 0.6]], dtype=torch.float64)
+    y = torch.tensor([0, 1])
+    z = x @ w.t()
+    m = output_margins(z, y)
+    assert torch.allclose(m["margin"], torch.tensor([0.9 - 0.2, 1.2 - 0.2], dtype=torch.float32))
+    p = torch.softmax(z, 1)
+    assert torch.allclose(m["confidence"].double(), p.max(1).values, atol=1e-6)
+    assert torch.allclose(m["entropy"].double(), -(p * p.log()).sum(1), atol=1e-6)
+    # distance to the boundary of a linear model: min_k (z_y - z_k) / ||w_y - w_k||_2
+    rep = margin_report(model, x, y, norm="l2")
+    dist = torch.stack([min((z[i, y[i]] - z[i, k]) / (w[y[i]] - w[k]).norm() for k in range(3) if k != y[i])
+                        for i in range(2)])
+    assert torch.allclose(rep["per_sample"]["instance_margin"].double(), dist, rtol=1e-2)
+
+
+def test_layer_spectra_fold_batchnorm_and_bound():
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(4 * 8 * 8, 10))
+    net[1].running_var.fill_(4.0)
+    net[1].weight.data.fill_(1.0)
+    net.eval()
+    spec = layer_spectra(net, torch.rand(2, 1, 8, 8))
+    assert [s.kind for s in spec] == ["conv", "dense"]
+    raw = conv_singular_values(net[0].weight, (8, 8))
+    assert torch.allclose(spec[0].singular_values, raw / (4.0 + 1e-5) ** 0.5, rtol=1e-4, atol=1e-6)
+    stats = spec[0].stats()
+    assert stats["largest_actual"] <= stats["largest"] * (1 + 1e-3)  # zero padding never beats circular
+    assert lipschitz_upper_bound(spec) > 0
+
+
+def test_smoothness_random_vs_adversarial():
+    torch.manual_seed(4)
+    net = nn.Sequential(nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 5)).eval()
+    x = torch.rand(16, 20)
+    y = net(x).argmax(1)
+    s = smoothness(net, x, y, radius=0.1, pgd_steps=10)
+    assert set(s) == {"0", "2"}
+    assert s["2"]["adversarial"] >= s["2"]["random"]  # the adversarial direction moves the output most
+
+
+def test_preact_resnet18_analysis_is_fast():
+    from advlab.models import build_model
+    model = build_model("preact_resnet18").eval()
+    t0 = time.perf_counter()
+    spec = layer_spectra(model, torch.rand(1, 3, 32, 32), power_iters=10)
+    assert len(spec) == 21 and time.perf_counter() - t0 < 60
