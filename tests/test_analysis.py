@@ -49,7 +49,7 @@ def test_jacobian_power_iteration_matches_autograd():
         fn = feature_fn(net, layer)
         approx = jacobian_top_singular_values(fn, x, iters=200)
         for i in range(4):
-            jac = torch.autograd.functional.jacobian(lambda z: fn(z.unsqueeze(0)).squeeze(0), x[i])
+            jac = torch.autograd.functional.jacobian(lambda z, fn=fn: fn(z.unsqueeze(0)).squeeze(0), x[i])
             exact = torch.linalg.svdvals(jac)[0]
             assert abs(float(approx[i]) - float(exact)) / float(exact) < 1e-6
 
