@@ -28,3 +28,29 @@ def test_goodfellow2015_miniature_pipeline(mnist_cache, tmp_path):
     (out / "report.md").unlink()
     again = CliRunner().invoke(main, ["report", str(out)])
     assert again.exit_code == 0 and (out / "report.md").exists()
+
+
+@pytest.mark.mnist
+def test_wen2020_miniature_pipeline_and_analyze(mnist_cache, tmp_path):
+    out = tmp_path / "wen"
+    res = CliRunner().invoke(main, ["reproduce", "wen2020", "--budget", "tiny", "--out", str(out), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    r = json.loads((out / "results.json").read_text())
+    assert [x["eps"] for x in r["runs"]] == [0.0, 0.1, 0.2, 0.3]
+    assert {row["id"] for row in r["rows"]} == {"W1", "W2", "W3", "W4", "W5"}
+    traj = r["trajectories"]["eps0.1-seed0"]
+    assert any(k.startswith("diag_sigma_max/") for k in traj[0]) and "diag_confidence" in traj[0]
+    assert (out / "report.html").exists()
+
+
+@pytest.mark.mnist
+def test_analyze_cli_on_a_run(mnist_cache, tmp_path):
+    run = tmp_path / "run"
+    res = CliRunner().invoke(main, ["run", "mnist_standard", "--out", str(run), "--set", "data.train_samples=300",
+                                    "--set", "eval.samples=50", "--set", "eval.attacks=[]", "--set",
+                                    'eval.suite="none"', "--set", 'model.name="fast_mnist_cnn"'])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(main, ["analyze", str(run), "--n", "50"])
+    assert res.exit_code == 0, res.output
+    a = json.loads((run / "analysis.json").read_text())
+    assert len(a["layers"]) == 4 and a["lipschitz_upper_bound"] > 0 and "instance_margin" in a["margins"]

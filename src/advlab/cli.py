@@ -190,8 +190,14 @@ def runs_cmd(root: Path) -> None:
         click.echo(f"{r['run']:<45} clean {clean}{', ' + rob if rob else ''}{wc}")
 
 
+def _reproduction(paper: str):
+    from .experiments.reproductions import goodfellow2015, wen2020
+    return {"goodfellow2015": (goodfellow2015.run_goodfellow2015, goodfellow2015.write_goodfellow_report),
+            "wen2020": (wen2020.run_wen2020, wen2020.write_wen_report)}[paper]
+
+
 @main.command("reproduce")
-@click.argument("paper", type=click.Choice(["goodfellow2015"]))
+@click.argument("paper", type=click.Choice(["goodfellow2015", "wen2020"]))
 @click.option("--budget", type=click.Choice(["quick", "full", "tiny"]), default="quick", show_default=True,
               help="quick: minutes on a CPU; full: the paper's recipe (GPU advised); tiny: a smoke test.")
 @click.option("--seeds", default=1, show_default=True, help="Independent repetitions (mean ± std).")
@@ -199,11 +205,11 @@ def runs_cmd(root: Path) -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory (reused to resume).")
 def reproduce_cmd(paper: str, budget: str, seeds: int, device: str, out: Path | None) -> None:
     """Reproduce a paper's experiments on MNIST and write results.json and a report."""
-    from .experiments.reproductions.goodfellow2015 import run_goodfellow2015, write_goodfellow_report
     from .experiments.runner import resolve_device
+    run, report = _reproduction(paper)
     out = out or Path("runs") / f"{paper}-{budget}"
-    run_goodfellow2015(out, budget, seeds, str(resolve_device(device)), log=click.echo)
-    md, html_path = write_goodfellow_report(out)
+    run(out, budget, seeds, str(resolve_device(device)), log=click.echo)
+    md, html_path = report(out)
     click.echo(md.read_text().split("## Paper vs advlab")[1].split("##")[0])
     click.echo(f"wrote {md} and {html_path}")
 
@@ -212,12 +218,33 @@ def reproduce_cmd(paper: str, budget: str, seeds: int, device: str, out: Path | 
 @click.argument("run_dir", type=click.Path(exists=True, path_type=Path))
 def report_cmd(run_dir: Path) -> None:
     """Regenerate a reproduction's report.md / report.html from its results.json."""
-    from .experiments.reproductions.goodfellow2015 import write_goodfellow_report
-    results = json.loads((run_dir / "results.json").read_text())
-    if results.get("paper") != "goodfellow2015":
+    paper = json.loads((run_dir / "results.json").read_text()).get("paper")
+    if paper not in ("goodfellow2015", "wen2020"):
         raise click.UsageError(f"{run_dir} holds no reproduction results")
-    md, html_path = write_goodfellow_report(run_dir)
+    md, html_path = _reproduction(paper)[1](run_dir)
     click.echo(f"wrote {md} and {html_path}")
+
+
+@main.command("analyze")
+@click.argument("target", type=click.Path(exists=True, path_type=Path))
+@click.option("--n", "n_samples", default=500, show_default=True, help="Test points for margins and smoothness.")
+@click.option("--radius", default=0.5, show_default=True, help="l2 size of the smoothness directions.")
+def analyze_cmd(target: Path, n_samples: int, radius: float) -> None:
+    """Spectra, margins, confidence and smoothness of a run directory's model (writes analysis.json)."""
+    from .analysis import layer_spectra, lipschitz_upper_bound, margin_report, smoothness
+    from .data import load_dataset
+    from .experiments import load_run_model
+    from .io import atomic_write_json
+    model, spec = load_run_model(target)
+    test = load_dataset(spec.data.name, "test", root=spec.data.root).subset(n_samples)
+    spectra = layer_spectra(model, test.x[:1])
+    lip = lipschitz_upper_bound(spectra)
+    margins = margin_report(model, test.x, test.y, lipschitz=lip)
+    smooth = smoothness(model, test.x[:200], test.y[:200], radius=radius)
+    out = {"layers": {s.name: {"kind": s.kind, **s.stats()} for s in spectra}, "lipschitz_upper_bound": lip,
+           "margins": margins["summary"], "smoothness": smooth}
+    atomic_write_json(target / "analysis.json", out)
+    click.echo(json.dumps(out, indent=2))
 
 
 @main.command("recipes")

@@ -1,0 +1,226 @@
+"""Wen, Li, Jia 2020: adversarial robustness as a regularizer. The same network is trained with PGD
+adversarial training at growing eps (eps = 0 is standard training) and the findings W1-W5 of
+PAPERS.md are measured: accuracy and generalization gap, layer spectra, confidence and margins,
+and feature-map smoothness, each with its rank correlation against eps."""
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ... import __version__
+from ...analysis import epoch_diagnostics, layer_spectra, margin_report, smoothness, spearman
+from ...attacks import PGD
+from ...data import load_mnist
+from ...evaluation import predict
+from ...io import atomic_write_json
+from ...models import build_model
+from ...threat import ThreatModel
+from ...training import Trainer, TrainConfig, build_objective, load_weights, save_checkpoint
+
+
+@dataclass(frozen=True)
+class WenBudget:
+    eps: tuple[float, ...]
+    epochs: int
+    pgd_steps: int
+    n_eval: int
+    train_samples: int | None
+    model: str = "fast_mnist_cnn"
+
+
+WEN_BUDGETS = {
+    "quick": WenBudget(eps=(0.0, 0.1, 0.2, 0.3), epochs=3, pgd_steps=5, n_eval=1000, train_samples=None),
+    "full": WenBudget(eps=(0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4), epochs=20, pgd_steps=10,
+                      n_eval=10000, train_samples=None),
+    "tiny": WenBudget(eps=(0.0, 0.1, 0.2, 0.3), epochs=1, pgd_steps=2, n_eval=100, train_samples=1500),
+}
+
+
+def _train_one(eps: float, b: WenBudget, train, val, seed: int, out: Path, log: Callable[[str], None]):
+    torch.manual_seed(seed)
+    model = build_model(b.model).to(train.x.device)
+    path = out / "models" / f"eps{eps:g}-seed{seed}.safetensors"
+    if path.exists():
+        return load_weights(path, model).eval(), []
+    th = ThreatModel("linf", max(eps, 1e-12))
+    objective = (build_objective("standard") if eps == 0 else
+                 build_objective("pgd_at", th, steps=b.pgd_steps, step_size=2.5 * eps / b.pgd_steps))
+    cfg = TrainConfig(epochs=b.epochs, batch_size=100, optimizer="adam", lr=1e-3, seed=seed)
+    history: list[dict] = []
+    diag = epoch_diagnostics(model, val.x[:500], val.y[:500])
+    res = Trainer(model, objective, cfg, callbacks=[diag, history.append]).fit(train.x, train.y, val.x, val.y)
+    save_checkpoint(path, model, None, {"eps": eps, "seed": seed})
+    log(f"  trained eps={eps:g} (seed {seed}) in {res.seconds:.0f}s")
+    return model.eval(), history
+
+
+def _measure(model, eps: float, train, test, seed: int) -> dict[str, Any]:
+    x, y = test.x, test.y
+    acc = lambda xx, yy: float((predict(model, xx).argmax(1) == yy).float().mean())  # noqa: E731
+    out: dict[str, Any] = {"eps": eps, "test_acc": acc(x, y), "train_acc": acc(train.x[:10000], train.y[:10000])}
+    out["gap"] = out["train_acc"] - out["test_acc"]
+    for e in sorted({eps, 0.1}):
+        if e > 0:
+            pgd = PGD(ThreatModel("linf", e), steps=20, step_size=2.5 * e / 20, seed=seed)
+            out[f"robust_acc@{e:g}"] = float((~pgd(model, x[:500], y[:500]).success).float().mean())
+    out["robust_acc_own_eps"] = out.get(f"robust_acc@{eps:g}", out["test_acc"])
+    spec = layer_spectra(model, x[:1], power_iters=30)
+    out["layers"] = {s.name: s.stats() for s in spec}
+    mt = margin_report(model, x[:500], y[:500], norm="l2", near=(0.5, 1.0, 2.0))
+    mtr = margin_report(model, train.x[:500], train.y[:500], norm="l2", instance=False)
+    out["test_confidence"] = mt["summary"]["confidence"]["mean"]
+    out["train_confidence"] = mtr["summary"]["confidence"]["mean"]
+    out["test_margin"] = mt["summary"]["margin"]["mean"]
+    out["train_margin"] = mtr["summary"]["margin"]["mean"]
+    correct = mt["per_sample"]["margin"] > 0
+    inst = mt["per_sample"]["instance_margin"]
+    out["instance_margin_correct"] = float(inst[correct & torch.isfinite(inst)].mean())
+    out["near_boundary_l2_1"] = mt["summary"]["near_boundary"]["1.0"]
+    out["_confidence"] = mt["per_sample"]["confidence"].numpy()
+    out["smoothness"] = smoothness(model, x[:200], y[:200], radius=0.5, pgd_steps=10, seed=seed)
+    return out
+
+
+def run_wen2020(out: Path, budget: str = "quick", seeds: int = 1, device: str = "cpu",
+                log: Callable[[str], None] = print) -> dict[str, Any]:
+    b = WEN_BUDGETS[budget]
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    train, val = load_mnist("train50k", device=device), load_mnist("valid10k", device=device)
+    test = load_mnist("test", device=device).subset(b.n_eval)
+    if b.train_samples:
+        train = train.subset(b.train_samples)
+    runs: list[dict[str, Any]] = []
+    trajectories: dict[str, list] = {}
+    conf_hist: dict[str, np.ndarray] = {}
+    for seed in range(seeds):
+        for eps in b.eps:
+            model, hist = _train_one(eps, b, train, val.subset(1000), seed, out, log)
+            m = _measure(model, eps, train, test, seed)
+            conf_hist[f"eps{eps:g}"] = m.pop("_confidence")
+            trajectories[f"eps{eps:g}-seed{seed}"] = hist
+            runs.append({"seed": seed, **m})
+            log(f"[wen2020] eps={eps:g}: test {m['test_acc']:.2%}, robust@own {m['robust_acc_own_eps']:.2%}, "
+                f"confidence {m['test_confidence']:.3f}")
+    np.savez_compressed(out / "figures.npz", **{f"conf__{k}": v for k, v in conf_hist.items()})
+    results = {"paper": "wen2020", "budget": budget, "budget_settings": b.__dict__, "seeds": seeds,
+               "seconds": time.perf_counter() - t0, "command": " ".join(sys.argv), "device": device,
+               "versions": {"advlab": __version__, "torch": torch.__version__, "python": platform.python_version()},
+               "hardware": {"platform": platform.platform(), "threads": torch.get_num_threads(),
+                            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+               "runs": runs, "trajectories": trajectories}
+    results["findings"] = findings(runs)
+    results["rows"] = finding_rows(results["findings"])
+    atomic_write_json(out / "results.json", results)
+    return results
+
+
+def findings(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    eps = [r["eps"] for r in runs]
+    corr = lambda key: spearman(eps, [r[key] for r in runs])  # noqa: E731
+    layers = list(runs[0]["layers"])
+    layer_corr = {n: {"largest": spearman(eps, [r["layers"][n]["largest_actual"] for r in runs]),
+                      "spread": spearman(eps, [r["layers"][n]["spread"] for r in runs])} for n in layers}
+    smooth_layers = list(runs[0]["smoothness"])
+    return {
+        "W1": {"clean_acc": corr("test_acc"), "robust_acc_at_0.1": corr("robust_acc@0.1")},
+        "W2": {"gap": corr("gap")},
+        "W3": {"layers": layer_corr,
+               "share_largest_falls": float(np.mean([c["largest"] < 0 for c in layer_corr.values()])),
+               "share_spread_falls": float(np.mean([c["spread"] < 0 for c in layer_corr.values()]))},
+        "W4": {"test_confidence": corr("test_confidence"), "train_confidence": corr("train_confidence"),
+               "test_margin": corr("test_margin"), "instance_margin_correct": corr("instance_margin_correct"),
+               "near_boundary": corr("near_boundary_l2_1")},
+        "W5": {"random": {n: spearman(eps, [r["smoothness"][n]["random"] for r in runs]) for n in smooth_layers},
+               "adversarial": {n: spearman(eps, [r["smoothness"][n]["adversarial"] for r in runs])
+                               for n in smooth_layers},
+               "uniformity": {n: spearman(eps, [r["smoothness"][n]["uniformity"] for r in runs])
+                              for n in smooth_layers}},
+    }
+
+
+def finding_rows(f: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rank correlations with eps; 'paper' holds the sign of the claimed trend."""
+    w3, w5 = f["W3"], f["W5"]
+    adv_falls = float(np.mean([v < 0 for v in w5["adversarial"].values()]))
+    return [
+        {"id": "W1", "quantity": "rank corr(eps, clean test accuracy)", "paper": -1.0, "pct": False,
+         "ours": f["W1"]["clean_acc"], "check": "<= -0.8", "holds": f["W1"]["clean_acc"] <= -0.8},
+        {"id": "W1", "quantity": "rank corr(eps, PGD-20 robust accuracy at eps 0.1)", "paper": 1.0, "pct": False,
+         "ours": f["W1"]["robust_acc_at_0.1"], "check": "> 0", "holds": f["W1"]["robust_acc_at_0.1"] > 0},
+        {"id": "W2", "quantity": "rank corr(eps, train - test accuracy gap)", "paper": -1.0, "pct": False,
+         "ours": f["W2"]["gap"], "check": "< 0 (measured status)", "holds": f["W2"]["gap"] < 0},
+        {"id": "W3", "quantity": "share of layers whose largest singular value falls with eps", "paper": 1.0,
+         "ours": w3["share_largest_falls"], "check": "> 50%", "holds": w3["share_largest_falls"] > 0.5},
+        {"id": "W3", "quantity": "share of layers whose spread (std / largest) falls with eps", "paper": 1.0,
+         "ours": w3["share_spread_falls"], "check": "> 50%", "holds": w3["share_spread_falls"] > 0.5},
+        {"id": "W4", "quantity": "rank corr(eps, mean test confidence)", "paper": -1.0, "pct": False,
+         "ours": f["W4"]["test_confidence"], "check": "<= -0.8", "holds": f["W4"]["test_confidence"] <= -0.8},
+        {"id": "W4", "quantity": "rank corr(eps, mean train confidence)", "paper": -1.0, "pct": False,
+         "ours": f["W4"]["train_confidence"]},
+        {"id": "W4", "quantity": "rank corr(eps, mean logit margin)", "paper": -1.0, "pct": False,
+         "ours": f["W4"]["test_margin"]},
+        {"id": "W4", "quantity": "rank corr(eps, instance-space margin of correct clean points)", "paper": 1.0,
+         "pct": False, "ours": f["W4"]["instance_margin_correct"]},
+        {"id": "W5", "quantity": "share of layers whose adversarial feature ratio falls with eps", "paper": 1.0,
+         "ours": adv_falls, "check": "> 50% (measured status)", "holds": adv_falls > 0.5},
+    ]
+
+
+def write_wen_report(run_dir: Path) -> tuple[Path, Path]:
+    from ..report import load_figures_data, write_report
+    r = json.loads((run_dir / "results.json").read_text())
+    runs = r["runs"]
+    data = load_figures_data(run_dir)
+    layers = list(runs[0]["layers"])
+
+    def spectra_plot(fig: Any) -> None:
+        ax1, ax2 = fig.add_subplot(121), fig.add_subplot(122)
+        for n in layers:
+            e = [x["eps"] for x in runs]
+            ax1.plot(e, [x["layers"][n]["largest_actual"] for x in runs], marker="o", label=n)
+            ax2.plot(e, [x["layers"][n]["spread"] for x in runs], marker="o", label=n)
+        ax1.set(xlabel="training eps", ylabel="largest singular value", yscale="log")
+        ax2.set(xlabel="training eps", ylabel="spread (std / largest)")
+        ax1.legend(fontsize=6)
+
+    def conf_plot(fig: Any) -> None:
+        ax = fig.add_subplot(111)
+        for k, v in data.items():
+            ax.hist(v, bins=20, range=(0, 1), alpha=0.4, label=k.split("__")[1])
+        ax.set(xlabel="max-softmax confidence (test)", ylabel="count")
+        ax.legend(fontsize=7)
+
+    def smooth_plot(fig: Any) -> None:
+        ax = fig.add_subplot(111)
+        names = list(runs[0]["smoothness"])
+        for x in runs:
+            ax.plot(range(len(names)), [x["smoothness"][n]["adversarial"] for n in names], marker="o",
+                    label=f"eps {x['eps']:g} adv")
+            ax.plot(range(len(names)), [x["smoothness"][n]["random"] for n in names], ls="--", alpha=0.6)
+        ax.set_xticks(range(len(names)), names)
+        ax.set(xlabel="layer", ylabel="||f(x+d)-f(x)|| / ||d||", yscale="log")
+        ax.legend(fontsize=6)
+
+    table = "\n".join(f"eps {x['eps']:<5g} test {x['test_acc']:.4f}  train {x['train_acc']:.4f}  gap {x['gap']:+.4f}"
+                      f"  robust@own {x['robust_acc_own_eps']:.4f}  conf {x['test_confidence']:.3f}  margin "
+                      f"{x['test_margin']:.3f}  inst.margin {x['instance_margin_correct']:.3f}" for x in runs)
+    checks = [row for row in r["rows"] if row.get("holds") is not None]
+    intro = (f"MNIST, {r['budget_settings']['model']}, PGD-AT at eps {list(r['budget_settings']['eps'])}, budget "
+             f"'{r['budget']}', {r['seconds'] / 60:.1f} min on {r['hardware']['gpu'] or 'CPU'}. "
+             f"{sum(row['holds'] for row in checks)} of {len(checks)} checks hold. 'paper' is the sign of the "
+             "claimed trend; 'advlab' the Spearman rank correlation with eps (or the share of layers).")
+    return write_report(run_dir, "Wen, Li, Jia 2020 reproduced with advlab", intro, r["rows"],
+                        [("Statistics per eps", table)],
+                        {"spectra_vs_eps": spectra_plot, "confidence_histograms": conf_plot,
+                         "smoothness_per_layer": smooth_plot},
+                        {k: r[k] for k in ("budget", "budget_settings", "seeds", "seconds", "command", "versions",
+                                           "hardware")})
