@@ -10,4 +10,5 @@ from .spectra import (LayerSpectrum, conv_operator_top_singular_value, conv_sing
 __all__ = ["dense_singular_values", "conv_singular_values", "conv_operator_top_singular_value",
            "linear_map_top_singular_value", "layer_spectra", "LayerSpectrum", "lipschitz_upper_bound",
            "jacobian_top_singular_values", "output_margins", "instance_margins", "margin_report",
-           "smoothness", "layer_ratios", "epoch_diagnostics", "spearman", "feature_fn", "layer_features", "default_layers"]
+           "smoothness", "layer_ratios",
+           "epoch_diagnostics", "spearman", "feature_fn", "layer_features", "default_layers"]
