@@ -91,10 +91,11 @@ def test_early_stopping_then_retrain_on_all(mnist_cache, tmp_path):
                  "val_samples": 100, "test_samples": 100},
         "train": {"objective": "fgsm_mixture", "threat": {"norm": "linf", "eps": 0.25}, "epochs": 4,
                   "lr": 0.05, "batch_size": 50, "early_stopping_patience": 2, "monitor": "val_adv_error",
-                  "retrain_on_all": True}})
+                  "retrain_on_all": True, "diagnostics": True}})
     run = RunDir(tmp_path / "run")
     results = run_experiment(spec, run, log=lambda s: None)
     phases = [r.get("phase") for r in run.metrics()]
     n_retrain = phases.count("retrain_on_all")
     assert n_retrain == results["train"]["retrained_on_all_epochs"] >= 1
     assert "val_adv_error" in run.metrics()[0]
+    assert any(k.startswith("diag_sigma_max/") for k in run.metrics()[0])

@@ -95,6 +95,10 @@ def run_experiment(spec: ExperimentSpec, run: RunDir, *, resume: bool = False,
 
         cfg = train_config(spec)
         callbacks = [on_epoch] + ([tensorboard_logger(run.path / "tensorboard")] if spec.train.tensorboard else [])
+        if spec.train.diagnostics:
+            from ..analysis import epoch_diagnostics
+            probe = val or test
+            callbacks.insert(0, epoch_diagnostics(model, probe.x[:500], probe.y[:500]))
         result = Trainer(model, objective, cfg, callbacks=callbacks, checkpoint_path=run.checkpoint).fit(
             train.x, train.y, val.x if val else None, val.y if val else None, resume=resume)
         train_info.update(best_epoch=result.best_epoch, stopped_early=result.stopped_early,

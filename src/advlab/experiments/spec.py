@@ -81,6 +81,7 @@ class TrainSpec(_Strict):
     checkpoint_every: int = 0
     retrain_on_all: bool = False     # after early stopping: retrain on train + validation for the best epochs
     tensorboard: bool = False        # also log epoch metrics to RUN_DIR/tensorboard (needs `tensorboard`)
+    diagnostics: bool = False        # per-epoch largest singular values, confidence, margin in metrics.jsonl
 
 
 class AttackSpec(_Strict):
