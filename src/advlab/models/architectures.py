@@ -91,25 +91,36 @@ def conv_maxout(**kwargs) -> nn.Module:
 
 
 class RBFNetwork(nn.Module):
-    """Shallow RBF network (Goodfellow et al. 2015): one Gaussian unit per class with a learned
-    centre w_i and width beta_i; logit_i = -beta_i ||x - w_i||^2 + b_i. `unit_probabilities`
-    gives the units' own, unnormalized outputs exp(logit_i) in (0, 1], whose max is the paper's
-    confidence: low far from every centre, which is why fooled RBF nets are unconfident."""
+    """Shallow RBF network (Goodfellow et al. 2015): one Gaussian unit per class, p(y=i|x) =
+    exp(-(x - w_i)^T diag(beta_i) (x - w_i)), with a learned centre w_i and learned per-input widths
+    beta_i >= 0. `unit_probabilities` gives the units' own outputs in (0, 1], whose max is the paper's
+    confidence: low far from every centre, which is why fooled RBF nets are unconfident. Trained with
+    a per-unit likelihood (`training_loss`)."""
 
-    def __init__(self, in_features: int = 784, num_classes: int = 10, init_beta: float = 0.05) -> None:
+    def __init__(self, in_features: int = 784, num_classes: int = 10, init_beta: float = 0.01) -> None:
         super().__init__()
         self.centers = nn.Parameter(torch.rand(num_classes, in_features) * 0.2)
-        self.log_beta = nn.Parameter(torch.full((num_classes,), math.log(init_beta)))
-        self.bias = nn.Parameter(torch.zeros(num_classes))
+        self.log_beta = nn.Parameter(torch.full((num_classes, in_features), math.log(init_beta)))
 
     def forward(self, x: Tensor) -> Tensor:
         flat = x.flatten(1)
-        d2 = (flat.pow(2).sum(1, keepdim=True) - 2 * flat @ self.centers.t()
-              + self.centers.pow(2).sum(1).unsqueeze(0)).clamp_min(0)
-        return -self.log_beta.exp() * d2 + self.bias.clamp(max=0)
+        beta = self.log_beta.exp()
+        d2 = (flat.pow(2) @ beta.t() - 2 * flat @ (beta * self.centers).t()
+              + (beta * self.centers.pow(2)).sum(1).unsqueeze(0))
+        return -d2.clamp_min(0)
 
     def unit_probabilities(self, x: Tensor) -> Tensor:
         return self(x).exp()
+
+    @staticmethod
+    def training_loss(logits: Tensor, y: Tensor) -> Tensor:
+        """Each unit is its own probability p_i = exp(logit_i): binary cross-entropy per unit against
+        the one-hot label, so that p_i is high only near class i's centre (softmax cross-entropy would
+        leave the units' absolute scale free and their outputs near 0)."""
+        logits = logits.float().clamp(max=-1e-6)
+        onehot = torch.nn.functional.one_hot(y, logits.shape[1]).to(logits.dtype)
+        log_not = torch.log(-torch.expm1(logits))  # log(1 - exp(z)), stable for z < 0
+        return -(onehot * logits + (1 - onehot) * log_not).sum(1).mean()
 
 
 @register("rbf")

@@ -60,7 +60,12 @@ class Objective:
 
 
 def _ce(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    return F.cross_entropy(model(x).float(), y)
+    """The model's training loss: cross-entropy, unless the model defines its own `training_loss`
+    (e.g. the RBF network's per-unit likelihood)."""
+    inner = getattr(model, "module", model)  # DDP / compiled wrappers
+    custom = getattr(inner, "training_loss", None) or getattr(getattr(inner, "_orig_mod", None), "training_loss", None)
+    logits = model(x)
+    return custom(logits, y) if custom is not None else F.cross_entropy(logits.float(), y)
 
 
 class Standard(Objective):

@@ -94,7 +94,8 @@ def model_plan(b: Budget) -> dict[str, dict[str, Any]]:
         "maxout_uniform_noise": {"model": ("maxout_mlp", {}), "objective": ("noise_mixture", {"kind": "uniform"}),
                                  "cfg": lambda s: _maxout_cfg(b, s)},
         "rbf": {"model": ("rbf", {}), "objective": ("standard", {}),
-                "cfg": lambda s: TrainConfig(epochs=b.rbf_epochs, batch_size=100, optimizer="adam", lr=1e-2, seed=s)},
+                "cfg": lambda s: TrainConfig(epochs=b.rbf_epochs, batch_size=100, optimizer="adam", lr=1e-2,
+                                             seed=s)},
     }
     for c in b.l1_coefs:
         plan[f"maxout_l1_{c:g}"] = {"model": ("maxout_mlp", {}), "objective": ("standard", {}),
