@@ -1,6 +1,4 @@
 """Analysis against exact references: explicit convolution matrices, autograd Jacobians, closed forms."""
-import time
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -99,9 +97,18 @@ def test_smoothness_random_vs_adversarial():
     assert s["2"]["adversarial"] >= s["2"]["random"]  # the adversarial direction moves the output most
 
 
-def test_preact_resnet18_analysis_is_fast():
+@pytest.mark.slow
+def test_preact_resnet18_spectra_cover_every_layer():
+    """Functional check on the full network (its speed is measured in benchmarks/analysis.py)."""
     from advlab.models import build_model
     model = build_model("preact_resnet18").eval()
-    t0 = time.perf_counter()
-    spec = layer_spectra(model, torch.rand(1, 3, 32, 32), power_iters=10)
-    assert len(spec) == 21 and time.perf_counter() - t0 < 60
+    spec = layer_spectra(model, torch.rand(1, 3, 32, 32), power_iters=5)
+    assert len(spec) == 21 and all(s.stats()["largest"] > 0 for s in spec)
+
+
+def test_small_wide_resnet_spectra():
+    from advlab.models import build_model
+    model = build_model("wrn", depth=10, widen=1).eval()
+    spec = layer_spectra(model, torch.rand(1, 3, 32, 32), power_iters=5)
+    convs = [s for s in spec if s.kind == "conv"]
+    assert len(spec) == 1 + len(convs) and {s.input_size for s in convs} >= {(32, 32), (16, 16), (8, 8)}
