@@ -112,3 +112,14 @@ def test_small_wide_resnet_spectra():
     spec = layer_spectra(model, torch.rand(1, 3, 32, 32), power_iters=5)
     convs = [s for s in spec if s.kind == "conv"]
     assert len(spec) == 1 + len(convs) and {s.input_size for s in convs} >= {(32, 32), (16, 16), (8, 8)}
+
+
+def test_strided_conv_spectrum_is_exact_on_small_inputs():
+    torch.manual_seed(5)
+    net = nn.Sequential(nn.Conv2d(2, 3, 4, stride=2, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 5 * 5, 4))
+    spec = layer_spectra(net.eval(), torch.rand(1, 2, 10, 10))
+    conv = net[0]
+    exact = torch.linalg.svdvals(explicit_matrix(
+        lambda x: F.conv2d(x, conv.weight.double(), None, 2, 1), (2, 10, 10)))
+    assert torch.allclose(spec[0].singular_values.double(), exact[:spec[0].singular_values.numel()], rtol=1e-4)
+    assert spec[0].stats()["spread"] == spec[0].stats()["spread"]  # not NaN

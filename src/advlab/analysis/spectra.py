@@ -60,6 +60,19 @@ def conv_operator_top_singular_value(conv: nn.Conv2d, input_size: tuple[int, int
                                          device=w.device)
 
 
+def explicit_operator_singular_values(apply: Callable[[Tensor], Tensor], input_shape: tuple[int, ...],
+                                     dtype: torch.dtype, device: torch.device | str) -> Tensor:
+    """All singular values of a linear map by building its matrix from the basis vectors (exact; for
+    strided or grouped convolutions on small inputs, where the FFT method does not apply)."""
+    n = 1
+    for d in input_shape:
+        n *= d
+    basis = torch.eye(n, dtype=dtype, device=device).view(n, *input_shape)
+    with torch.no_grad():
+        matrix = torch.cat([apply(basis[i:i + 1024]).reshape(min(1024, n - i), -1) for i in range(0, n, 1024)])
+    return torch.linalg.svdvals(matrix.t().double()).to(dtype)
+
+
 @dataclass
 class LayerSpectrum:
     name: str
@@ -72,8 +85,9 @@ class LayerSpectrum:
         s = self.singular_values.double()
         top = float(s[0])
         nonzero = s[s > 1e-12 * top] if top > 0 else s
+        spread = float(s.std() / top) if top > 0 and len(s) > 1 else float("nan")
         return {"largest": top, "largest_actual": self.top_power if self.top_power is not None else top,
-                "mean": float(s.mean()), "spread": float(s.std() / top) if top > 0 else 0.0,
+                "mean": float(s.mean()), "spread": spread,
                 "stable_rank": float((s ** 2).sum() / top ** 2) if top > 0 else 0.0,
                 "condition": float(top / nonzero[-1]) if len(nonzero) else float("inf")}
 
@@ -84,7 +98,7 @@ def _bn_scale(bn: nn.BatchNorm2d | nn.BatchNorm1d) -> Tensor:
 
 
 def layer_spectra(model: nn.Module, example_input: Tensor, *, fold_batchnorm: bool = True,
-                  power_iters: int = 50) -> list[LayerSpectrum]:
+                  power_iters: int = 50, explicit_max_dim: int = 4096) -> list[LayerSpectrum]:
     """Spectra of every Linear and Conv2d of `model`, convolutions over the input size they actually see
     for `example_input` (one sample suffices). A BatchNorm registered right after a layer (in module
     order, with matching channels) is folded in as a diagonal scaling of that layer's outputs."""
@@ -122,9 +136,12 @@ def layer_spectra(model: nn.Module, example_input: Tensor, *, fold_batchnorm: bo
         folded = nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation,
                            m.groups, bias=False).to(device=w.device, dtype=w.dtype)
         folded.weight.data.copy_(w)
+        in_dim = m.in_channels * sizes[name][0] * sizes[name][1]
         if m.groups == 1 and m.stride == (1, 1) and m.dilation == (1, 1):
             sv = conv_singular_values(w, sizes[name][:2])
-        else:
+        elif in_dim <= explicit_max_dim:  # strided / grouped on a small input: the exact matrix
+            sv = explicit_operator_singular_values(folded, (m.in_channels, *sizes[name][:2]), w.dtype, w.device)
+        else:  # only the largest value is known; spread and stable rank are then undefined
             sv = torch.tensor([conv_operator_top_singular_value(folded, sizes[name][:2], power_iters)])
         top = conv_operator_top_singular_value(folded, sizes[name][:2], power_iters)
         out.append(LayerSpectrum(name, "conv", sv, top, sizes[name]))
