@@ -7,8 +7,6 @@ results.json, figures.npz and the report. Numbers are means (and std) over seeds
 from __future__ import annotations
 
 import math
-import platform
-import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ... import __version__
+from . import provenance
 from ...attacks import FGSM, PGD
 from ...data import ArrayDataset, load_mnist
 from ...evaluation import evaluate_robustness, predict
@@ -264,12 +262,8 @@ def run_goodfellow2015(out: Path, budget: str = "quick", seeds: int = 1, device:
     atomic_write_bytes(out / "figures.npz", buf.getvalue())
     results = {
         "paper": "goodfellow2015", "budget": budget, "budget_settings": b.__dict__, "seeds": seeds,
-        "device": device, "seconds": time.perf_counter() - t_start,
+        **provenance(device), "seconds": time.perf_counter() - t_start,
         "train_seconds_total": sum(r["train"].get("seconds", 0.0) for runs in per_seed.values() for r in runs),
-        "command": " ".join(sys.argv), "versions": {"advlab": __version__, "torch": torch.__version__,
-                                                     "python": platform.python_version()},
-        "hardware": {"platform": platform.platform(), "threads": torch.get_num_threads(),
-                     "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
         "models": models_agg, "per_seed": per_seed,
         "transfer": {"names": names, "error": tr_err.tolist(), "agreement": tr_agree.tolist()},
         "ensemble": {k: _agg([e[k] for e in ensembles]) for k in ensembles[0]},

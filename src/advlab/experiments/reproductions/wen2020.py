@@ -5,8 +5,6 @@ and feature-map smoothness, each with its rank correlation against eps."""
 from __future__ import annotations
 
 import json
-import platform
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +13,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ... import __version__
+from . import provenance
 from ...analysis import epoch_diagnostics, layer_spectra, margin_report, smoothness, spearman
 from ...attacks import PGD
 from ...data import load_mnist
@@ -113,10 +111,7 @@ def run_wen2020(out: Path, budget: str = "quick", seeds: int = 1, device: str = 
                 f"confidence {m['test_confidence']:.3f}")
     np.savez_compressed(out / "figures.npz", **{f"conf__{k}": v for k, v in conf_hist.items()})
     results = {"paper": "wen2020", "budget": budget, "budget_settings": b.__dict__, "seeds": seeds,
-               "seconds": time.perf_counter() - t0, "command": " ".join(sys.argv), "device": device,
-               "versions": {"advlab": __version__, "torch": torch.__version__, "python": platform.python_version()},
-               "hardware": {"platform": platform.platform(), "threads": torch.get_num_threads(),
-                            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+               "seconds": time.perf_counter() - t0, **provenance(device),
                "runs": runs, "trajectories": trajectories}
     results["findings"] = findings(runs)
     results["rows"] = finding_rows(results["findings"])
