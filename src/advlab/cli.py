@@ -116,7 +116,7 @@ def _load_with_overrides(path: Path, overrides: tuple[str, ...], device: str | N
 @click.option("--resume", is_flag=True)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
 def train_cmd(file: str, out: Path | None, resume: bool, overrides: tuple[str, ...]) -> None:
-    """Train the model of an experiment file without its attacks (eval.samples=1 clean check only)."""
+    """Train the model of an experiment file; only clean test accuracy is evaluated (no attacks)."""
     from .experiments import RunDir, run_experiment
     spec = _load_with_overrides(_experiment_path(file), overrides + ("eval.attacks=[]", 'eval.suite="none"'), None)
     run = RunDir(out) if out else RunDir.create(Path("runs"), spec.name)

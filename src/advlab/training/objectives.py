@@ -28,6 +28,7 @@ class StepContext:
     seed: int
     after_step: Any = None
     autocast: Any = None
+    penalty: Any = None  # () -> scalar tensor added to every loss (L1 regularization), or None
     stats: dict[str, float] = field(default_factory=dict)
 
 
@@ -44,6 +45,8 @@ class Objective:
         """One optimizer step on the batch; returns the (detached) loss."""
         with ctx.autocast():
             loss = self.loss(model, x, y, ctx)
+        if ctx.penalty is not None:
+            loss = loss + ctx.penalty()
         ctx.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         ctx.optimizer.step()
@@ -232,6 +235,8 @@ class FreeAT(Objective):
             x_adv = self.threat.clip(x + self.delta).requires_grad_(True)
             with ctx.autocast():
                 loss = _ce(model, x_adv, y)
+            if ctx.penalty is not None:
+                loss = loss + ctx.penalty()
             ctx.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.delta = (self.delta + eps * x_adv.grad.sign()).clamp(-eps, eps).detach()

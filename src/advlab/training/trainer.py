@@ -120,14 +120,8 @@ class Trainer:
         dtype = torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16
         return lambda: torch.autocast(device.type, dtype=dtype)
 
-    def _regularized(self, objective_loss: Callable) -> Callable:
-        if not self._l1:
-            return objective_loss
-
-        def loss(model, x, y, ctx):
-            penalty = sum(c * p.abs().sum() for _, p, c in self._l1)
-            return objective_loss(model, x, y, ctx) + penalty
-        return loss
+    def _l1_penalty(self) -> Tensor:
+        return sum(c * p.abs().sum() for _, p, c in self._l1)
 
     # ------------------------------------------------------------------- eval
     def _val_metrics(self, x_val: Tensor | None, y_val: Tensor | None) -> dict[str, float]:
@@ -182,8 +176,7 @@ class Trainer:
                 self.objective.delta = extra["delta"].to(device)
         ctx = StepContext(optimizer=self.optimizer, seed=c.seed, after_step=lambda: apply_constraints(model),
                           autocast=self._autocast(device))
-        if self._l1:
-            self.objective.loss = self._regularized(type(self.objective).loss.__get__(self.objective))
+        ctx.penalty = self._l1_penalty if self._l1 else None
         t0 = time.perf_counter()
         from tqdm.auto import tqdm
         while state["epoch"] < c.epochs and not state["stopped_early"]:
