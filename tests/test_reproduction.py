@@ -54,3 +54,9 @@ def test_analyze_cli_on_a_run(mnist_cache, tmp_path):
     assert res.exit_code == 0, res.output
     a = json.loads((run / "analysis.json").read_text())
     assert len(a["layers"]) == 4 and a["lipschitz_upper_bound"] > 0 and "instance_margin" in a["margins"]
+    bare = CliRunner().invoke(main, ["analyze", str(run / "model.safetensors"), "--model", "fast_mnist_cnn",
+                                     "--n", "30", "--out", str(tmp_path / "a.json")])
+    assert bare.exit_code == 0, bare.output
+    assert json.loads((tmp_path / "a.json").read_text())["layers"].keys() == a["layers"].keys()
+    no_name = CliRunner().invoke(main, ["analyze", str(run / "model.safetensors")])
+    assert no_name.exit_code != 0 and "--model" in no_name.output

@@ -229,22 +229,38 @@ def report_cmd(run_dir: Path) -> None:
 @click.argument("target", type=click.Path(exists=True, path_type=Path))
 @click.option("--n", "n_samples", default=500, show_default=True, help="Test points for margins and smoothness.")
 @click.option("--radius", default=0.5, show_default=True, help="l2 size of the smoothness directions.")
-def analyze_cmd(target: Path, n_samples: int, radius: float) -> None:
-    """Spectra, margins, confidence and smoothness of a run directory's model (writes analysis.json)."""
+@click.option("--model", "model_name", default=None, help="For a bare checkpoint: the registered model name.")
+@click.option("--dataset", default="mnist", show_default=True, help="For a bare checkpoint: the test data.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Where analysis.json goes.")
+def analyze_cmd(target: Path, n_samples: int, radius: float, model_name: str | None, dataset: str,
+                out: Path | None) -> None:
+    """Spectra, margins, confidence and smoothness of a model: a run directory, or a safetensors
+    checkpoint with --model NAME (writes analysis.json)."""
     from .analysis import layer_spectra, lipschitz_upper_bound, margin_report, smoothness
     from .data import load_dataset
     from .experiments import load_run_model
     from .io import atomic_write_json
-    model, spec = load_run_model(target)
-    test = load_dataset(spec.data.name, "test", root=spec.data.root).subset(n_samples)
+    if target.is_dir():
+        model, spec = load_run_model(target)
+        data_name, data_root = spec.data.name, spec.data.root
+        out = out or target / "analysis.json"
+    else:
+        if not model_name:
+            raise click.UsageError("a bare checkpoint needs --model NAME (see advlab.models.list_models())")
+        from .models import build_model
+        from .training import load_weights
+        model = load_weights(target, build_model(model_name)).eval()
+        data_name, data_root = dataset, None
+        out = out or target.with_suffix(".analysis.json")
+    test = load_dataset(data_name, "test", root=data_root).subset(n_samples)
     spectra = layer_spectra(model, test.x[:1])
     lip = lipschitz_upper_bound(spectra)
     margins = margin_report(model, test.x, test.y, lipschitz=lip)
     smooth = smoothness(model, test.x[:200], test.y[:200], radius=radius)
-    out = {"layers": {s.name: {"kind": s.kind, **s.stats()} for s in spectra}, "lipschitz_upper_bound": lip,
-           "margins": margins["summary"], "smoothness": smooth}
-    atomic_write_json(target / "analysis.json", out)
-    click.echo(json.dumps(out, indent=2))
+    result = {"layers": {s.name: {"kind": s.kind, **s.stats()} for s in spectra}, "lipschitz_upper_bound": lip,
+              "margins": margins["summary"], "smoothness": smooth}
+    atomic_write_json(out, result)
+    click.echo(json.dumps(result, indent=2))
 
 
 @main.command("recipes")
