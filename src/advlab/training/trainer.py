@@ -185,6 +185,9 @@ class Trainer:
             model.train()
             bar = tqdm(total=steps_per_epoch, initial=state["step"], desc=f"epoch {epoch}",
                        disable=not c.progress or self.rank != 0, leave=False)
+            # the epoch's loss sum stays on the device (no host sync per step); it is copied into
+            # `state` only where state is saved or read
+            loss_sum = torch.tensor(state.get("loss_sum", 0.0), dtype=torch.float64, device=device)
             for step in range(state["step"], steps_per_epoch):
                 idx = perm[step * c.batch_size:(step + 1) * c.batch_size]
                 idx = idx[self.rank::self.world]
@@ -200,21 +203,24 @@ class Trainer:
                                                     epoch + step / steps_per_epoch, c.momentum_ramp_epochs)
                 ctx.seed = c.seed * 1_000_003 + global_step * 7 + self.rank
                 loss = self.objective.train_step(train_model, xb, yb, ctx)
-                state["loss_sum"] = state.get("loss_sum", 0.0) + float(loss) * idx.numel()
+                loss_sum += loss.detach().double() * idx.numel()
                 state["loss_count"] = state.get("loss_count", 0) + idx.numel()
                 state["step"] = step + 1
                 bar.update(1)
                 if c.co_guard and c.co_check_every and (global_step + 1) % c.co_check_every == 0:
+                    state["loss_sum"] = float(loss_sum)
                     if self._co_check(state, x_val, y_val, x, y):
                         break
                 if c.checkpoint_every and (step + 1) % c.checkpoint_every == 0 and step + 1 < steps_per_epoch:
+                    state["loss_sum"] = float(loss_sum)
                     self._save(state, best_weights)
                 if self.step_hook is not None:
                     self.step_hook(global_step)
             bar.close()
             if state["co_fired"]:
                 break
-            mean_loss = self._mean(state.pop("loss_sum", 0.0), state.pop("loss_count", 0))
+            state.pop("loss_sum", None)
+            mean_loss = self._mean(float(loss_sum), state.pop("loss_count", 0))
             record = {"epoch": epoch, "train_loss": mean_loss, "lr": self.optimizer.param_groups[0]["lr"],
                       "seconds": time.perf_counter() - t0, **self._val_metrics(x_val, y_val)}
             if c.co_guard and not c.co_check_every and self._co_check(state, x_val, y_val, x, y, record):
