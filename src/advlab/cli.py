@@ -191,24 +191,34 @@ def runs_cmd(root: Path) -> None:
 
 
 def _reproduction(paper: str):
-    from .experiments.reproductions import goodfellow2015, wen2020
+    from .experiments.reproductions import goodfellow2015, kumano2024, wen2020
     return {"goodfellow2015": (goodfellow2015.run_goodfellow2015, goodfellow2015.write_goodfellow_report),
-            "wen2020": (wen2020.run_wen2020, wen2020.write_wen_report)}[paper]
+            "wen2020": (wen2020.run_wen2020, wen2020.write_wen_report),
+            "kumano2024": (kumano2024.run_kumano2024, kumano2024.write_kumano_report)}[paper]
+
+
+PAPERS = ("goodfellow2015", "wen2020", "kumano2024")
 
 
 @main.command("reproduce")
-@click.argument("paper", type=click.Choice(["goodfellow2015", "wen2020"]))
+@click.argument("paper", type=click.Choice(list(PAPERS)))
 @click.option("--budget", type=click.Choice(["quick", "full", "tiny"]), default="quick", show_default=True,
               help="quick: minutes on a CPU; full: the paper's recipe (GPU advised); tiny: a smoke test.")
 @click.option("--seeds", default=1, show_default=True, help="Independent repetitions (mean ± std).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory (reused to resume).")
-def reproduce_cmd(paper: str, budget: str, seeds: int, device: str, out: Path | None) -> None:
+@click.option("--dataset", type=click.Choice(["mnist", "fashion_mnist", "cifar10"]), default="mnist",
+              show_default=True, help="kumano2024 only: Fashion-MNIST / CIFAR-10 need their files locally.")
+def reproduce_cmd(paper: str, budget: str, seeds: int, device: str, out: Path | None, dataset: str) -> None:
     """Reproduce a paper's experiments on MNIST and write results.json and a report."""
     from .experiments.runner import resolve_device
     run, report = _reproduction(paper)
-    out = out or Path("runs") / f"{paper}-{budget}"
-    run(out, budget, seeds, str(resolve_device(device)), log=click.echo)
+    if dataset != "mnist" and paper != "kumano2024":
+        raise click.UsageError(f"--dataset applies to kumano2024 only; {paper} runs on MNIST")
+    suffix = "" if dataset == "mnist" else f"-{dataset}"
+    out = out or Path("runs") / f"{paper}-{budget}{suffix}"
+    extra = {"dataset": dataset} if paper == "kumano2024" else {}
+    run(out, budget, seeds, str(resolve_device(device)), log=click.echo, **extra)
     md, html_path = report(out)
     click.echo(md.read_text().split("## Paper vs advlab")[1].split("##")[0])
     click.echo(f"wrote {md} and {html_path}")
@@ -219,7 +229,7 @@ def reproduce_cmd(paper: str, budget: str, seeds: int, device: str, out: Path | 
 def report_cmd(run_dir: Path) -> None:
     """Regenerate a reproduction's report.md / report.html from its results.json."""
     paper = json.loads((run_dir / "results.json").read_text()).get("paper")
-    if paper not in ("goodfellow2015", "wen2020"):
+    if paper not in PAPERS:
         raise click.UsageError(f"{run_dir} holds no reproduction results")
     md, html_path = _reproduction(paper)[1](run_dir)
     click.echo(f"wrote {md} and {html_path}")

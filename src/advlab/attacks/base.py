@@ -130,9 +130,10 @@ class Attack(ABC):
     norms: ClassVar[tuple[str, ...]] = ("linf", "l2", "l1", "l0")
     uses_gradients: ClassVar[bool] = True
 
-    skip_adversarial: ClassVar[bool] = True
+    skip_adversarial: bool = True
     """Leave points that are already adversarial at x untouched (saves work in evaluation). Fixed
-    maps such as FGSM and noise, and training objectives, perturb every point instead."""
+    maps such as FGSM and noise perturb every point instead; an instance may turn skipping off
+    (e.g. dataset builders that want the lowest-loss point for every sample)."""
 
     def __init__(self, threat: ThreatModel, *, target: TargetSpec = None, seed: int | None = 0) -> None:
         if not isinstance(threat, ThreatModel):

@@ -2,14 +2,17 @@
 
 Each step adds the not-yet-changed input entry with the largest gradient magnitude (among those
 that can still move in the ascent direction), until `eps` entries are chosen, and then takes a
-sign-gradient step of `step_size` on all chosen entries, clipped to the bounds. The best iterate
-(adversarial first, then highest loss) is kept. Targeted mode descends the target's cross-entropy.
+sign-gradient step of `step_size` on all chosen entries, clipped to the bounds (step_rule="scaled":
+the chosen entries' gradient divided by its largest magnitude instead, as in Kumano et al.'s code).
+The best iterate (adversarial first, then highest loss) is kept. Targeted mode descends the
+target's cross-entropy.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
+from ..errors import AttackConfigError
 from ..threat import ThreatModel
 from .base import Attack, ModelProbe, positive_float, positive_int
 from .losses import check_loss_name
@@ -25,7 +28,7 @@ class SparseL0(Attack):
 
     def __init__(self, threat: ThreatModel, *, steps: int = 100, step_size: float | None = None,
                  pixels_per_step: int = 1, loss: str = "ce", target: TargetSpec = None,
-                 early_stop: bool = True, seed: int | None = 0) -> None:
+                 early_stop: bool = True, step_rule: str = "sign", seed: int | None = 0) -> None:
         super().__init__(threat, target=target, seed=seed)
         self.steps = positive_int("steps", steps)
         lo, hi = threat.bounds
@@ -33,6 +36,9 @@ class SparseL0(Attack):
         self.pixels_per_step = positive_int("pixels_per_step", pixels_per_step)
         self.loss = check_loss_name(loss)
         self.early_stop = bool(early_stop)
+        if step_rule not in ("sign", "scaled"):
+            raise AttackConfigError(f"unknown step_rule {step_rule!r}; use 'sign' or 'scaled'")
+        self.step_rule = step_rule
 
     def _run(self, probe: ModelProbe, x: Tensor, y: Tensor, targets: Tensor | None,
              gen: torch.Generator) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
@@ -62,6 +68,10 @@ class SparseL0(Attack):
                 take = (top.values > 0) & (torch.arange(n_new, device=g.device) < left.unsqueeze(1))
                 take &= room.unsqueeze(1)
                 chosen = chosen.scatter(1, top.indices, take | chosen.gather(1, top.indices))
-            step = self.step_size * g.sign() * chosen
+            if self.step_rule == "sign":
+                step = self.step_size * g.sign() * chosen
+            else:
+                masked = g * chosen
+                step = self.step_size * masked / masked.abs().amax(dim=1, keepdim=True).clamp_min(1e-30)
             cur = (c + step).clamp(lo, hi).reshape(cur.shape)
         return best.result()

@@ -1,0 +1,370 @@
+"""Kumano, Kera, Yamasaki 2024 (and Ilyas et al. 2019): learning from adversarial perturbations.
+
+Per seed: a standard source network; for every scenario (natural_rand, natural_det, uniform) x
+norm (l0, l2, linf) a dataset of mislabeled targeted adversarial examples; a fresh network trained
+only on it and tested on the clean test set (last and best epoch, agreement with the source);
+controls without perturbations; then the synthetic one-hidden-layer sweeps over d and N_noise.
+Every finished cell is written at once (cells/*.json, datasets/*.safetensors), so a killed run
+resumes where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from . import provenance
+from ...analysis import spearman
+from ...data import ArrayDataset, load_dataset
+from ...evaluation import accuracy
+from ...io import atomic_write_json, sha256_file
+from ...models import build_model
+from ...perturbation_learning import (SCENARIOS, PerturbationBudget, PerturbationDataset, SyntheticConfig,
+                                      build_perturbation_dataset, noise_control, paper_budget, synthetic_sweep,
+                                      train_and_test, unperturbed_control)
+from ...training import Standard, Trainer, TrainConfig, load_weights, save_checkpoint
+
+NORMS = ("l0", "l2", "linf")
+
+
+@dataclass(frozen=True)
+class KumanoBudget:
+    n_source: int | None        # training images attacked (None: the whole training set)
+    n_noise: int                # noise images of the uniform scenario
+    steps: int                  # l2 / linf attack steps (l0: one pixel per step, as in the paper)
+    source_epochs: int
+    student_epochs: int
+    n_test: int
+    model: str
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    synth_d: tuple[int, ...] = (100, 1000, 2500, 5000, 10000)
+    synth_n_noise: tuple[int, ...] = (10, 100, 500, 1000, 2000)
+    synth_base_n_noise: int = 1000
+    synth_n: int = 1000
+    synth_width: int = 1000
+    synth_train_steps: int = 100
+    synth_norms: tuple[str, ...] = NORMS
+    norms: tuple[str, ...] = NORMS
+    scenarios: tuple[str, ...] = SCENARIOS
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+KUMANO_BUDGETS = {
+    "quick": KumanoBudget(n_source=20000, n_noise=20000, steps=20, source_epochs=4, student_epochs=5, n_test=10000,
+                          model="fast_mnist_cnn"),
+    # the paper's recipe: all 60k images, 100 steps, its small residual ConvNet, SGD with Nesterov (GPU)
+    "full": KumanoBudget(n_source=None, n_noise=120000, steps=100, source_epochs=30, student_epochs=50, n_test=10000,
+                         model="small_resnet", optimizer="sgd", lr=0.01,
+                         synth_d=(100, 500, 1000, 2500, 5000, 7500, 10000),
+                         synth_n_noise=(1, 10, 100, 500, 1000, 2500, 5000, 10000), synth_base_n_noise=10000,
+                         synth_train_steps=300),
+    "tiny": KumanoBudget(n_source=300, n_noise=300, steps=3, source_epochs=1, student_epochs=1, n_test=300,
+                         model="mlp", synth_d=(50, 200), synth_n_noise=(20, 60), synth_base_n_noise=60, synth_n=60,
+                         synth_width=40, synth_train_steps=20, synth_norms=("l2", "l0")),
+}
+
+
+def _config(b: KumanoBudget, epochs: int, seed: int) -> TrainConfig:
+    if b.optimizer == "sgd":
+        return TrainConfig(epochs=epochs, batch_size=128, optimizer="sgd", lr=b.lr, nesterov=True,
+                           weight_decay=5e-4, schedule="cosine", seed=seed)
+    return TrainConfig(epochs=epochs, batch_size=128, optimizer="adam", lr=b.lr, schedule="cosine", seed=seed)
+
+
+def _budget_for(dataset: str, norm: str, b: KumanoBudget) -> PerturbationBudget:
+    p = paper_budget(dataset, norm)
+    return p if norm == "l0" else PerturbationBudget(p.norm, p.eps, b.steps)
+
+
+def _source(b: KumanoBudget, dataset: str, train: ArrayDataset, test: ArrayDataset, seed: int, out: Path,
+            log: Callable[[str], None]) -> tuple[torch.nn.Module, dict[str, Any]]:
+    path = out / "models" / f"source-seed{seed}.safetensors"
+    torch.manual_seed(seed)
+    model = build_model(_model_name(dataset, b)).to(train.x.device)
+    if not path.exists():
+        res = Trainer(model, Standard(), _config(b, b.source_epochs, seed)).fit(train.x, train.y)
+        save_checkpoint(path, model, None, {"role": "source", "seed": seed})
+        log(f"  source {_model_name(dataset, b)} trained in {res.seconds:.0f}s")
+    load_weights(path, model).eval().requires_grad_(False)
+    return model, {"test_acc": accuracy(model, test.x, test.y), "sha256": sha256_file(path)}
+
+
+def _model_name(dataset: str, b: KumanoBudget) -> str:
+    """The budget's model for 28x28 gray images; CIFAR-10 gets the paper's kind of network."""
+    if dataset != "cifar10":
+        return b.model
+    return "wrn28_10" if b.model == "small_resnet" else "preact_resnet18"
+
+
+def _cell(out: Path, key: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    path = out / "cells" / f"{key}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    value = compute()
+    atomic_write_json(path, value)
+    return value
+
+
+def run_kumano2024(out: Path, budget: str = "quick", seeds: int = 1, device: str = "cpu",
+                   log: Callable[[str], None] = print, dataset: str = "mnist") -> dict[str, Any]:
+    b = KUMANO_BUDGETS[budget]
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    train = load_dataset(dataset, "train", device=device)
+    test = load_dataset(dataset, "test", device=device).subset(b.n_test)
+    src_train = train.subset(b.n_source) if b.n_source else train
+    shape, classes = tuple(train.x.shape[1:]), int(train.y.max()) + 1
+    build = lambda: build_model(_model_name(dataset, b))  # noqa: E731
+    cells: list[dict[str, Any]] = []
+    sources = []
+    for seed in range(seeds):
+        source, src_info = _source(b, dataset, train, test, seed, out, log)
+        sources.append({"seed": seed, **src_info})
+        log(f"[kumano2024] seed {seed}: source test accuracy {src_info['test_acc']:.2%}")
+        for scenario in b.scenarios:
+            for norm in b.norms:
+                def compute(scenario: str = scenario, norm: str = norm) -> dict[str, Any]:
+                    ds_path = out / "datasets" / f"{scenario}-{norm}-seed{seed}.safetensors"
+                    if ds_path.exists():
+                        ds = PerturbationDataset.load(ds_path)
+                        ds = PerturbationDataset(ds.x.to(device), ds.targets.to(device), ds.source_labels.to(device),
+                                                 ds.source_index.to(device), ds.source_pred.to(device), ds.provenance)
+                    else:
+                        kw: dict[str, Any] = ({"n_noise": b.n_noise, "image_shape": shape} if scenario == "uniform"
+                                              else {"x": src_train.x, "y": src_train.y})
+                        ds = build_perturbation_dataset(source, scenario, _budget_for(dataset, norm, b),
+                                                        num_classes=classes, seed=seed, source_id=src_info["sha256"],
+                                                        **kw)
+                        ds.save(ds_path)
+                    _, res = train_and_test(f"{scenario}/{norm}", ds.training_set(), test, build,
+                                            _config(b, b.student_epochs, seed), source)
+                    p = ds.provenance
+                    return {"seed": seed, "scenario": scenario, "norm": norm, **res.to_dict(),
+                            "fooling_rate": p["fooling_rate"], "fooling_per_class": p["fooling_rate_per_target_class"],
+                            "norms": p["norms"], "build_seconds": p["seconds"], "budget": p["budget"],
+                            "dataset_file": ds_path.name}
+                c = _cell(out, f"{scenario}-{norm}-seed{seed}", compute)
+                cells.append(c)
+                log(f"  {scenario:12s} {norm:4s}: fooling {c['fooling_rate']:.2%}, clean test accuracy last "
+                    f"{c['last_acc']:.2%} / best {c['best_acc']:.2%}, agreement with source {c['agreement']:.2%}")
+        # controls: no perturbation (same images, same targets), and noise with random labels
+        for scenario in [s for s in b.scenarios if s != "uniform"]:
+            def control(scenario: str = scenario) -> dict[str, Any]:
+                ref = PerturbationDataset.load(out / "datasets" / f"{scenario}-{b.norms[0]}-seed{seed}.safetensors")
+                ctrl = unperturbed_control(src_train.x, ref.source_index, ref.targets)
+                _, res = train_and_test(f"{scenario}/none", ctrl, test, build, _config(b, b.student_epochs, seed),
+                                        source)
+                return {"seed": seed, "scenario": scenario, "norm": "none", **res.to_dict()}
+            c = _cell(out, f"{scenario}-none-seed{seed}", control)
+            cells.append(c)
+            log(f"  {scenario:12s} none: control without perturbation {c['last_acc']:.2%}")
+
+        def noise() -> dict[str, Any]:
+            ctrl = noise_control(b.n_noise, shape, classes, seed + 99, device)
+            _, res = train_and_test("uniform/none", ctrl, test, build, _config(b, b.student_epochs, seed), source)
+            return {"seed": seed, "scenario": "uniform", "norm": "none", **res.to_dict()}
+        if "uniform" in b.scenarios:
+            c = _cell(out, f"uniform-none-seed{seed}", noise)
+            cells.append(c)
+            log(f"  uniform      none: noise with random labels {c['last_acc']:.2%}")
+
+    synthetic = _cell(out, "synthetic", lambda: run_synthetic_sweeps(b, device, log))
+    results = {"paper": "kumano2024", "dataset": dataset, "budget": budget, "budget_settings": asdict(b),
+               "seeds": seeds, "seconds": time.perf_counter() - t0, **provenance(device), "sources": sources,
+               "cells": cells, "synthetic": synthetic}
+    results["table"] = summarize(cells)
+    results["rows"] = finding_rows(results["table"], synthetic, sources)
+    atomic_write_json(out / "results.json", results)
+    _save_examples(out, b, seeds)
+    return results
+
+
+def run_synthetic_sweeps(b: KumanoBudget, device: str, log: Callable[[str], None]) -> dict[str, Any]:
+    base = SyntheticConfig(d=max(b.synth_d), n=b.synth_n, width=b.synth_width, n_noise=b.synth_base_n_noise,
+                           train_steps=b.synth_train_steps)
+    out: dict[str, Any] = {"base": asdict(base), "d": {}, "n_noise": {}}
+    for norm in b.synth_norms:
+        log(f"[kumano2024] synthetic: accuracy vs d ({norm})")
+        out["d"][norm] = synthetic_sweep(SyntheticConfig(**{**asdict(base), "norm": norm}), "d", b.synth_d,
+                                         device, log)
+    log("[kumano2024] synthetic: accuracy vs number of noise samples (l2)")
+    out["n_noise"]["l2"] = synthetic_sweep(SyntheticConfig(**{**asdict(base), "norm": "l2"}), "n_noise",
+                                           b.synth_n_noise, device, log)
+    return out
+
+
+def summarize(cells: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """scenario/norm -> mean and std over seeds of the headline numbers."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for c in cells:
+        groups.setdefault(f"{c['scenario']}/{c['norm']}", []).append(c)
+    table = {}
+    for key, cs in groups.items():
+        row: dict[str, Any] = {}
+        for k in ("last_acc", "best_acc", "agreement", "agreement_when_source_correct", "fooling_rate", "train_acc"):
+            vals = [c[k] for c in cs if c.get(k) is not None]
+            if vals:
+                row[k] = {"mean": float(np.mean(vals)), "std": float(np.std(vals)), "n": len(vals)}
+        table[key] = row
+    return table
+
+
+def _mean(table: dict[str, Any], key: str, field_: str = "last_acc") -> float | None:
+    v = table.get(key, {}).get(field_)
+    return None if v is None else v["mean"]
+
+
+def finding_rows(table: dict[str, Any], synthetic: dict[str, Any], sources: list[dict[str, Any]]) -> list[dict]:
+    rows: list[dict[str, Any]] = []
+    for scenario in ("natural_rand", "natural_det"):
+        for norm in NORMS:
+            v = table.get(f"{scenario}/{norm}", {}).get("last_acc")
+            if v is None:
+                continue
+            bar = 0.2 if norm == "l0" else 0.6
+            rows.append({"id": "K1", "quantity": f"{scenario} {norm}: clean test accuracy (last epoch)", "paper": None,
+                         "ours": v, "check": f"{'>' if norm == 'l0' else '>='} {bar:.0%}",
+                         "holds": v["mean"] > bar if norm == "l0" else v["mean"] >= bar})
+        ctrl = table.get(f"{scenario}/none", {}).get("last_acc")
+        if ctrl is not None:
+            rows.append({"id": "K1", "quantity": f"{scenario} control: same images and labels, no perturbation",
+                         "paper": None, "ours": ctrl, "check": "<= 15%", "holds": ctrl["mean"] <= 0.15})
+    for norm in NORMS:
+        v = table.get(f"uniform/{norm}", {}).get("last_acc")
+        if v is not None:
+            rows.append({"id": "K2", "quantity": f"uniform noise + {norm} perturbation: clean test accuracy",
+                         "paper": None, "ours": v, "check": "> 15% (chance 10%)", "holds": v["mean"] > 0.15})
+    ctrl = table.get("uniform/none", {}).get("last_acc")
+    if ctrl is not None:
+        rows.append({"id": "K2", "quantity": "uniform noise alone, random labels: clean test accuracy", "paper": 0.1,
+                     "ours": ctrl, "check": "within 5 pt of 10%", "holds": abs(ctrl["mean"] - 0.1) <= 0.05})
+    for key, cell in sorted(table.items()):
+        if key.endswith("/none") or "agreement" not in cell:
+            continue
+        rows.append({"id": "K3", "quantity": f"{key}: agreement with the source network on the test set",
+                     "paper": None, "ours": cell["agreement"]})
+    src = [s["test_acc"] for s in sources]
+    if src:
+        rows.append({"id": "-", "quantity": "source network clean test accuracy", "paper": None,
+                     "ours": {"mean": float(np.mean(src)), "std": float(np.std(src)), "n": len(src)}})
+    for norm, sweep in synthetic.get("d", {}).items():
+        ds = [r["d"] for r in sweep]
+        acc = [r["perturbation_acc"] for r in sweep]
+        top = sweep[int(np.argmax(ds))]
+        rows.append({"id": "K4", "quantity": f"synthetic {norm}: accuracy on the original data at d={top['d']}",
+                     "paper": None, "ours": top["perturbation_acc"],
+                     "check": ">= 90%" if top["d"] >= 10000 else "(d < 10,000: reported)",
+                     "holds": top["perturbation_acc"] >= 0.9 if top["d"] >= 10000 else None})
+        rows.append({"id": "K4", "quantity": f"synthetic {norm}: rank corr(d, accuracy)", "paper": 1.0, "pct": False,
+                     "ours": spearman(ds, acc), "check": "> 0", "holds": spearman(ds, acc) > 0})
+        rows.append({"id": "K4", "quantity": f"synthetic {norm}: theory sgn(sum y_k <x_k, x>) agrees with the "
+                     f"trained network at d={top['d']}", "paper": None, "ours": top["theory_agreement"]})
+    for norm, sweep in synthetic.get("n_noise", {}).items():
+        ns = [r["n_noise"] for r in sweep]
+        acc = [r["perturbation_acc"] for r in sweep]
+        rows.append({"id": "K4", "quantity": f"synthetic {norm}: rank corr(N_noise, accuracy)", "paper": 1.0,
+                     "pct": False, "ours": spearman(ns, acc), "check": "> 0", "holds": spearman(ns, acc) > 0})
+    return rows
+
+
+def _save_examples(out: Path, b: KumanoBudget, seeds: int) -> None:
+    """A few stored examples per dataset for the report's image grid (figures.npz)."""
+    arrays = {}
+    for scenario in b.scenarios:
+        for norm in b.norms:
+            p = out / "datasets" / f"{scenario}-{norm}-seed0.safetensors"
+            if p.exists():
+                ds = PerturbationDataset.load(p)
+                arrays[f"x__{scenario}__{norm}"] = ds.x[:8].cpu().numpy()
+                arrays[f"t__{scenario}__{norm}"] = ds.targets[:8].cpu().numpy()
+                arrays[f"y__{scenario}__{norm}"] = ds.source_labels[:8].cpu().numpy()
+    if arrays:
+        np.savez_compressed(out / "figures.npz", **arrays)
+
+
+def write_kumano_report(run_dir: Path) -> tuple[Path, Path]:
+    from ..report import load_figures_data, write_report
+    r = json.loads((run_dir / "results.json").read_text())
+    table, synth = r["table"], r["synthetic"]
+    data = load_figures_data(run_dir)
+
+    def bars(fig: Any) -> None:
+        ax = fig.add_subplot(111)
+        keys = [k for k in table if "last_acc" in table[k]]
+        ax.bar(range(len(keys)), [table[k]["last_acc"]["mean"] for k in keys], label="last epoch")
+        ax.scatter(range(len(keys)), [table[k]["best_acc"]["mean"] for k in keys], color="k", marker="_", s=200,
+                   label="best epoch (optimistic)", zorder=3)
+        ax.axhline(0.1, ls="--", color="gray", label="chance")
+        ax.set_xticks(range(len(keys)), keys, rotation=60, ha="right", fontsize=7)
+        ax.set(ylabel="clean test accuracy (true labels)", ylim=(0, 1))
+        ax.legend(fontsize=7)
+
+    def synth_d(fig: Any) -> None:
+        ax = fig.add_subplot(111)
+        for norm, sweep in synth.get("d", {}).items():
+            ax.plot([x["d"] for x in sweep], [x["perturbation_acc"] for x in sweep], marker="o", label=f"{norm} trained")
+            ax.plot([x["d"] for x in sweep], [x["theory_acc"] for x in sweep], ls="--", alpha=0.6,
+                    label=f"{norm} theory")
+        if synth.get("d"):
+            first = next(iter(synth["d"].values()))
+            ax.plot([x["d"] for x in first], [x["noise_only_acc"] for x in first], ls=":", color="gray",
+                    label="noise only")
+        ax.set(xlabel="input dimension d", ylabel="accuracy on the original samples", xscale="log", ylim=(0.3, 1.02))
+        ax.legend(fontsize=7)
+
+    def synth_n(fig: Any) -> None:
+        ax = fig.add_subplot(111)
+        for norm, sweep in synth.get("n_noise", {}).items():
+            ax.plot([x["n_noise"] for x in sweep], [x["perturbation_acc"] for x in sweep], marker="o", label=norm)
+            ax.plot([x["n_noise"] for x in sweep], [x["theory_acc"] for x in sweep], ls="--", label=f"{norm} theory")
+        ax.set(xlabel="number of noise samples", ylabel="accuracy on the original samples", xscale="log")
+        ax.legend(fontsize=7)
+
+    def examples(fig: Any) -> None:
+        keys = sorted(k[3:] for k in data if k.startswith("x__"))
+        for i, key in enumerate(keys):
+            x, t, y = data["x__" + key], data["t__" + key], data["y__" + key]
+            for j in range(min(6, x.shape[0])):
+                ax = fig.add_subplot(len(keys), 6, i * 6 + j + 1)
+                img = x[j].transpose(1, 2, 0) if x.shape[1] == 3 else x[j, 0]
+                ax.imshow(img, cmap="gray", vmin=0, vmax=1)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.set_title(f"{'' if y[j] < 0 else y[j]}→{t[j]}", fontsize=6)
+                if j == 0:
+                    ax.set_ylabel(key.replace("__", "\n"), fontsize=5)
+
+    lines = [f"{'scenario/norm':22s} {'fooling':>8s} {'last':>8s} {'best':>8s} {'agree':>8s} {'train':>8s}"]
+    for k, v in table.items():
+        g = lambda f: f"{v[f]['mean']:.2%}" if f in v else "-"  # noqa: E731
+        lines.append(f"{k:22s} {g('fooling_rate'):>8s} {g('last_acc'):>8s} {g('best_acc'):>8s} "
+                     f"{g('agreement'):>8s} {g('train_acc'):>8s}")
+    synth_lines = [f"{'sweep':8s} {'norm':5s} {'d':>6s} {'N_noise':>7s} {'eps':>7s} {'fool':>7s} {'trained':>8s} "
+                   f"{'theory':>7s} {'agree':>7s} {'noise':>7s}"]
+    for kind in ("d", "n_noise"):
+        for norm, sweep in synth.get(kind, {}).items():
+            for x in sweep:
+                synth_lines.append(f"{kind:8s} {norm:5s} {x['d']:6d} {x['n_noise']:7d} {x['eps']:7.3g} "
+                                   f"{x['fooling_rate']:7.2%} {x['perturbation_acc']:8.2%} {x['theory_acc']:7.2%} "
+                                   f"{x['theory_agreement']:7.2%} {x['noise_only_acc']:7.2%}")
+    checks = [row for row in r["rows"] if row.get("holds") is not None]
+    b = r["budget_settings"]
+    intro = (f"{r['dataset']}, source and students {b['model']}, {b['n_source'] or 'all'} training images attacked, "
+             f"{b['n_noise']} noise images, l2/linf attacks with {b['steps']} steps (l0: one pixel per step), "
+             f"students trained {b['student_epochs']} epochs; budget '{r['budget']}', {r['seeds']} seed(s), "
+             f"{r['seconds'] / 60:.1f} min on {r['hardware']['gpu'] or 'CPU'}. {sum(row['holds'] for row in checks)} "
+             f"of {len(checks)} checks hold. Accuracies are on the clean test set with true labels; 'last' is the "
+             "honest number, 'best' picks the best epoch on the test set as the public code does.")
+    return write_report(run_dir, "Kumano et al. 2024 / Ilyas et al. 2019 reproduced with advlab", intro, r["rows"],
+                        [("Learning from perturbations per scenario and norm", "\n".join(lines)),
+                         ("Synthetic one-hidden-layer experiment", "\n".join(synth_lines))],
+                        {"accuracy_per_scenario": bars, "synthetic_accuracy_vs_d": synth_d,
+                         "synthetic_accuracy_vs_noise_samples": synth_n, "examples": examples},
+                        {k: r[k] for k in ("dataset", "budget", "budget_settings", "seeds", "seconds", "command",
+                                           "versions", "hardware", "sources")})
