@@ -176,6 +176,31 @@ def small_resnet(in_channels: int = 1, num_classes: int = 10, width: int = 32,
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * width, num_classes))
 
 
+class _Residual(nn.Module):
+    """x + ReLU(conv(x)) (no BatchNorm), the skip connection of Kumano et al.'s ConvNet."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + F.relu(self.conv(x))
+
+
+@register("kumano_convnet")
+def kumano_convnet(in_channels: int = 1, num_classes: int = 10, width: float = 1.0,
+                   normalize: bool | tuple = True) -> nn.Module:
+    """Kumano et al.'s MNIST/Fashion-MNIST ConvNet: conv 16 (stride 2), conv 128, residual 128,
+    conv 256, residual 256, global average pooling, linear; `width` scales the channels (1 = paper)."""
+    c1, c2, c3 = (max(1, round(c * width)) for c in (16, 128, 256))
+    return nn.Sequential(
+        _norm(normalize, (MNIST_MEAN, MNIST_STD)),
+        nn.Conv2d(in_channels, c1, 3, stride=2), nn.ReLU(),
+        nn.Conv2d(c1, c2, 3), nn.ReLU(), _Residual(c2),
+        nn.Conv2d(c2, c3, 3), nn.ReLU(), _Residual(c3),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c3, num_classes))
+
+
 class OneHiddenLayer(nn.Module):
     """f(x) = a^T LeakyReLU(W x) with fixed output weights a_k = +-1/sqrt(m) (half each), the network
     of Kumano et al.'s theory. forward returns 2-class logits (-f/2, f/2), so label 1 <-> f > 0 and

@@ -177,7 +177,7 @@ def store_perturbed(x: Tensor, x_adv: Tensor, storage: str, bounds: tuple[float,
     clean = quantize(x, storage)
     if storage == "uint8":
         steps = torch.trunc((x_adv - x) * 255 * (1 + 1e-6))
-        return clean, (clean + steps / 255).clamp(*bounds)
+        return clean, ((x * 255).round() + steps).clamp(0, 255) / 255
     return clean, torch.where(x_adv == x, clean, quantize(x_adv, storage)).clamp(*bounds)
 
 

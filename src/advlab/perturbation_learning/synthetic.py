@@ -176,7 +176,7 @@ def synthetic_sweep(base: SyntheticConfig, over: str, values: Iterable[Any], dev
         row = run_synthetic(cfg, device, sources[key])
         rows.append(row)
         if log:
-            log(f"  {over}={v}: fooling {row['fooling_rate']:.2%}, perturbation-trained accuracy on the originals "
-                f"{row['perturbation_acc']:.2%} (theory {row['theory_acc']:.2%}), noise only {row['noise_only_acc']:.2%}"
-                f" [{row['seconds']:.0f}s]")
+            log(f"  {over}={v}: fooling {row['fooling_rate']:.2%}, perturbation-trained accuracy on the "
+                f"originals {row['perturbation_acc']:.2%} (theory {row['theory_acc']:.2%}), noise only "
+                f"{row['noise_only_acc']:.2%} [{row['seconds']:.0f}s]")
     return rows

@@ -49,6 +49,7 @@ class KumanoBudget:
     synth_n: int = 1000
     synth_width: int = 1000
     synth_train_steps: int = 100
+    synth_attack_steps: int = 100
     synth_norms: tuple[str, ...] = NORMS
     norms: tuple[str, ...] = NORMS
     scenarios: tuple[str, ...] = SCENARIOS
@@ -56,8 +57,10 @@ class KumanoBudget:
 
 
 KUMANO_BUDGETS = {
-    "quick": KumanoBudget(n_source=20000, n_noise=20000, steps=20, source_epochs=4, student_epochs=5, n_test=10000,
-                          model="fast_mnist_cnn"),
+    # CPU minutes: 10k images attacked with 20 steps; SGD students (better than Adam on l2 in a pilot)
+    "quick": KumanoBudget(n_source=10000, n_noise=10000, steps=20, source_epochs=4, student_epochs=8, n_test=10000,
+                          model="fast_mnist_cnn", optimizer="sgd", lr=0.05, synth_d=(100, 1000, 3000, 10000),
+                          synth_n_noise=(10, 100, 300, 1000), synth_attack_steps=50),
     # the paper's recipe: all 60k images, 100 steps, its small residual ConvNet, SGD with Nesterov (GPU)
     "full": KumanoBudget(n_source=None, n_noise=120000, steps=100, source_epochs=30, student_epochs=50, n_test=10000,
                          model="small_resnet", optimizer="sgd", lr=0.01,
@@ -111,6 +114,81 @@ def _cell(out: Path, key: str, compute: Callable[[], dict[str, Any]]) -> dict[st
     return value
 
 
+@dataclass
+class _SeedContext:
+    b: KumanoBudget
+    dataset: str
+    out: Path
+    seed: int
+    source: torch.nn.Module
+    source_sha256: str
+    src_train: ArrayDataset
+    test: ArrayDataset
+    shape: tuple[int, ...]
+    classes: int
+    build: Callable[[], torch.nn.Module]
+    device: str
+
+    def dataset_path(self, scenario: str, norm: str) -> Path:
+        return self.out / "datasets" / f"{scenario}-{norm}-seed{self.seed}.safetensors"
+
+    def train(self, name: str, data: ArrayDataset) -> dict[str, Any]:
+        _, res = train_and_test(name, data, self.test, self.build, _config(self.b, self.b.student_epochs, self.seed),
+                                self.source)
+        return res.to_dict()
+
+
+def _perturbation_cell(ctx: _SeedContext, scenario: str, norm: str) -> dict[str, Any]:
+    path = ctx.dataset_path(scenario, norm)
+    if path.exists():
+        ds = PerturbationDataset.load(path)
+        ds = PerturbationDataset(ds.x.to(ctx.device), ds.targets.to(ctx.device), ds.source_labels.to(ctx.device),
+                                 ds.source_index.to(ctx.device), ds.source_pred.to(ctx.device), ds.provenance)
+    else:
+        kw: dict[str, Any] = ({"n_noise": ctx.b.n_noise, "image_shape": ctx.shape} if scenario == "uniform"
+                              else {"x": ctx.src_train.x, "y": ctx.src_train.y})
+        ds = build_perturbation_dataset(ctx.source, scenario, _budget_for(ctx.dataset, norm, ctx.b),
+                                        num_classes=ctx.classes, seed=ctx.seed, source_id=ctx.source_sha256, **kw)
+        ds.save(path)
+    p = ds.provenance
+    return {"seed": ctx.seed, "scenario": scenario, "norm": norm, **ctx.train(f"{scenario}/{norm}", ds.training_set()),
+            "fooling_rate": p["fooling_rate"], "fooling_per_class": p["fooling_rate_per_target_class"],
+            "norms": p["norms"], "build_seconds": p["seconds"], "budget": p["budget"], "dataset_file": path.name}
+
+
+def _unperturbed_cell(ctx: _SeedContext, scenario: str) -> dict[str, Any]:
+    """Control: the same images with the same targets (the first norm's dataset), no perturbation."""
+    ref = PerturbationDataset.load(ctx.dataset_path(scenario, ctx.b.norms[0]))
+    ctrl = unperturbed_control(ctx.src_train.x, ref.source_index, ref.targets)
+    return {"seed": ctx.seed, "scenario": scenario, "norm": "none", **ctx.train(f"{scenario}/none", ctrl)}
+
+
+def _noise_cell(ctx: _SeedContext) -> dict[str, Any]:
+    """Control: uniform noise with random labels, no perturbation."""
+    ctrl = noise_control(ctx.b.n_noise, ctx.shape, ctx.classes, ctx.seed + 99, ctx.device)
+    return {"seed": ctx.seed, "scenario": "uniform", "norm": "none", **ctx.train("uniform/none", ctrl)}
+
+
+def _seed_cells(ctx: _SeedContext, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    cells = []
+    for scenario in ctx.b.scenarios:
+        for norm in ctx.b.norms:
+            c = _cell(ctx.out, f"{scenario}-{norm}-seed{ctx.seed}",
+                      lambda s=scenario, n=norm: _perturbation_cell(ctx, s, n))
+            cells.append(c)
+            log(f"  {scenario:12s} {norm:4s}: fooling {c['fooling_rate']:.2%}, clean test accuracy last "
+                f"{c['last_acc']:.2%} / best {c['best_acc']:.2%}, agreement with source {c['agreement']:.2%}")
+    for scenario in [s for s in ctx.b.scenarios if s != "uniform"]:
+        c = _cell(ctx.out, f"{scenario}-none-seed{ctx.seed}", lambda s=scenario: _unperturbed_cell(ctx, s))
+        cells.append(c)
+        log(f"  {scenario:12s} none: control without perturbation {c['last_acc']:.2%}")
+    if "uniform" in ctx.b.scenarios:
+        c = _cell(ctx.out, f"uniform-none-seed{ctx.seed}", lambda: _noise_cell(ctx))
+        cells.append(c)
+        log(f"  uniform      none: noise with random labels {c['last_acc']:.2%}")
+    return cells
+
+
 def run_kumano2024(out: Path, budget: str = "quick", seeds: int = 1, device: str = "cpu",
                    log: Callable[[str], None] = print, dataset: str = "mnist") -> dict[str, Any]:
     b = KUMANO_BUDGETS[budget]
@@ -127,52 +205,9 @@ def run_kumano2024(out: Path, budget: str = "quick", seeds: int = 1, device: str
         source, src_info = _source(b, dataset, train, test, seed, out, log)
         sources.append({"seed": seed, **src_info})
         log(f"[kumano2024] seed {seed}: source test accuracy {src_info['test_acc']:.2%}")
-        for scenario in b.scenarios:
-            for norm in b.norms:
-                def compute(scenario: str = scenario, norm: str = norm) -> dict[str, Any]:
-                    ds_path = out / "datasets" / f"{scenario}-{norm}-seed{seed}.safetensors"
-                    if ds_path.exists():
-                        ds = PerturbationDataset.load(ds_path)
-                        ds = PerturbationDataset(ds.x.to(device), ds.targets.to(device), ds.source_labels.to(device),
-                                                 ds.source_index.to(device), ds.source_pred.to(device), ds.provenance)
-                    else:
-                        kw: dict[str, Any] = ({"n_noise": b.n_noise, "image_shape": shape} if scenario == "uniform"
-                                              else {"x": src_train.x, "y": src_train.y})
-                        ds = build_perturbation_dataset(source, scenario, _budget_for(dataset, norm, b),
-                                                        num_classes=classes, seed=seed, source_id=src_info["sha256"],
-                                                        **kw)
-                        ds.save(ds_path)
-                    _, res = train_and_test(f"{scenario}/{norm}", ds.training_set(), test, build,
-                                            _config(b, b.student_epochs, seed), source)
-                    p = ds.provenance
-                    return {"seed": seed, "scenario": scenario, "norm": norm, **res.to_dict(),
-                            "fooling_rate": p["fooling_rate"], "fooling_per_class": p["fooling_rate_per_target_class"],
-                            "norms": p["norms"], "build_seconds": p["seconds"], "budget": p["budget"],
-                            "dataset_file": ds_path.name}
-                c = _cell(out, f"{scenario}-{norm}-seed{seed}", compute)
-                cells.append(c)
-                log(f"  {scenario:12s} {norm:4s}: fooling {c['fooling_rate']:.2%}, clean test accuracy last "
-                    f"{c['last_acc']:.2%} / best {c['best_acc']:.2%}, agreement with source {c['agreement']:.2%}")
-        # controls: no perturbation (same images, same targets), and noise with random labels
-        for scenario in [s for s in b.scenarios if s != "uniform"]:
-            def control(scenario: str = scenario) -> dict[str, Any]:
-                ref = PerturbationDataset.load(out / "datasets" / f"{scenario}-{b.norms[0]}-seed{seed}.safetensors")
-                ctrl = unperturbed_control(src_train.x, ref.source_index, ref.targets)
-                _, res = train_and_test(f"{scenario}/none", ctrl, test, build, _config(b, b.student_epochs, seed),
-                                        source)
-                return {"seed": seed, "scenario": scenario, "norm": "none", **res.to_dict()}
-            c = _cell(out, f"{scenario}-none-seed{seed}", control)
-            cells.append(c)
-            log(f"  {scenario:12s} none: control without perturbation {c['last_acc']:.2%}")
-
-        def noise() -> dict[str, Any]:
-            ctrl = noise_control(b.n_noise, shape, classes, seed + 99, device)
-            _, res = train_and_test("uniform/none", ctrl, test, build, _config(b, b.student_epochs, seed), source)
-            return {"seed": seed, "scenario": "uniform", "norm": "none", **res.to_dict()}
-        if "uniform" in b.scenarios:
-            c = _cell(out, f"uniform-none-seed{seed}", noise)
-            cells.append(c)
-            log(f"  uniform      none: noise with random labels {c['last_acc']:.2%}")
+        ctx = _SeedContext(b, dataset, out, seed, source, src_info["sha256"], src_train, test, shape, classes,
+                           build, device)
+        cells += _seed_cells(ctx, log)
 
     synthetic = _cell(out, "synthetic", lambda: run_synthetic_sweeps(b, device, log))
     results = {"paper": "kumano2024", "dataset": dataset, "budget": budget, "budget_settings": asdict(b),
@@ -187,7 +222,7 @@ def run_kumano2024(out: Path, budget: str = "quick", seeds: int = 1, device: str
 
 def run_synthetic_sweeps(b: KumanoBudget, device: str, log: Callable[[str], None]) -> dict[str, Any]:
     base = SyntheticConfig(d=max(b.synth_d), n=b.synth_n, width=b.synth_width, n_noise=b.synth_base_n_noise,
-                           train_steps=b.synth_train_steps)
+                           train_steps=b.synth_train_steps, attack_steps=b.synth_attack_steps)
     out: dict[str, Any] = {"base": asdict(base), "d": {}, "n_noise": {}}
     for norm in b.synth_norms:
         log(f"[kumano2024] synthetic: accuracy vs d ({norm})")
@@ -308,7 +343,8 @@ def write_kumano_report(run_dir: Path) -> tuple[Path, Path]:
     def synth_d(fig: Any) -> None:
         ax = fig.add_subplot(111)
         for norm, sweep in synth.get("d", {}).items():
-            ax.plot([x["d"] for x in sweep], [x["perturbation_acc"] for x in sweep], marker="o", label=f"{norm} trained")
+            ax.plot([x["d"] for x in sweep], [x["perturbation_acc"] for x in sweep], marker="o",
+                    label=f"{norm} trained")
             ax.plot([x["d"] for x in sweep], [x["theory_acc"] for x in sweep], ls="--", alpha=0.6,
                     label=f"{norm} theory")
         if synth.get("d"):
@@ -342,9 +378,9 @@ def write_kumano_report(run_dir: Path) -> tuple[Path, Path]:
 
     lines = [f"{'scenario/norm':22s} {'fooling':>8s} {'last':>8s} {'best':>8s} {'agree':>8s} {'train':>8s}"]
     for k, v in table.items():
-        g = lambda f: f"{v[f]['mean']:.2%}" if f in v else "-"  # noqa: E731
-        lines.append(f"{k:22s} {g('fooling_rate'):>8s} {g('last_acc'):>8s} {g('best_acc'):>8s} "
-                     f"{g('agreement'):>8s} {g('train_acc'):>8s}")
+        cols = [f"{v[f]['mean']:.2%}" if f in v else "-"
+                for f in ("fooling_rate", "last_acc", "best_acc", "agreement", "train_acc")]
+        lines.append(f"{k:22s} " + " ".join(f"{c:>8s}" for c in cols))
     synth_lines = [f"{'sweep':8s} {'norm':5s} {'d':>6s} {'N_noise':>7s} {'eps':>7s} {'fool':>7s} {'trained':>8s} "
                    f"{'theory':>7s} {'agree':>7s} {'noise':>7s}"]
     for kind in ("d", "n_noise"):
