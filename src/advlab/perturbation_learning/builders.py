@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from ..attacks import PGD, Attack, SparseL0
 from ..data import ArrayDataset
+from ..evaluation import predict
 from ..errors import AttackConfigError, CheckpointError, DataError, InputError
 from ..io import load_tensors, save_tensors
 from ..threat import ThreatModel, canonical_norm, flat_norm
@@ -191,16 +192,6 @@ def state_sha256(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-@torch.no_grad()
-def _predict(model: nn.Module, x: Tensor, batch_size: int) -> Tensor:
-    was = model.training
-    model.eval()
-    try:
-        return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, x.shape[0], batch_size)])
-    finally:
-        model.train(was)
-
-
 def build_perturbation_dataset(
         source: nn.Module, scenario: str, budget: PerturbationBudget, *, x: Tensor | None = None,
         y: Tensor | None = None, n_noise: int | None = None, image_shape: tuple[int, ...] | None = None,
@@ -262,7 +253,7 @@ def build_perturbation_dataset(
         if progress is not None:
             progress(min(i + batch_size, n), n)
     clean, out = store_perturbed(x, out, storage, bounds)
-    pred = _predict(source, out, batch_size)
+    pred = predict(source, out, batch_size).argmax(1)
     fooled = (pred == targets).float()
     per_class = torch.bincount(targets, weights=fooled, minlength=num_classes) / \
         torch.bincount(targets, minlength=num_classes).clamp_min(1)

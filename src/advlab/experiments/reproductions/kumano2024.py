@@ -216,7 +216,7 @@ def run_kumano2024(out: Path, budget: str = "quick", seeds: int = 1, device: str
     results["table"] = summarize(cells)
     results["rows"] = finding_rows(results["table"], synthetic, sources)
     atomic_write_json(out / "results.json", results)
-    _save_examples(out, b, seeds)
+    _save_examples(out, b)
     return results
 
 
@@ -308,7 +308,7 @@ def finding_rows(table: dict[str, Any], synthetic: dict[str, Any], sources: list
     return rows
 
 
-def _save_examples(out: Path, b: KumanoBudget, seeds: int) -> None:
+def _save_examples(out: Path, b: KumanoBudget) -> None:
     """A few stored examples per dataset for the report's image grid (figures.npz)."""
     arrays = {}
     for scenario in b.scenarios:
