@@ -1,5 +1,6 @@
 """Experiment files: schema errors name the key; a miniature run writes a complete run directory."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,3 +100,33 @@ def test_early_stopping_then_retrain_on_all(mnist_cache, tmp_path):
     assert n_retrain == results["train"]["retrained_on_all_epochs"] >= 1
     assert "val_adv_error" in run.metrics()[0]
     assert any(k.startswith("diag_sigma_max/") for k in run.metrics()[0])
+
+
+@pytest.mark.mnist
+def test_torchrun_two_processes_match_one_process(mnist_cache, tmp_path):
+    """`torchrun --nproc_per_node 2 -m advlab run ...` on CPU (gloo): DDP training, sharded evaluation,
+    one run directory written by rank 0, with the numbers of the same command in one process."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    if shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists():
+        pytest.fail("torchrun is not installed next to this python")
+    common = ["run", "mnist_standard", "--device", "cpu", "--set", "data.train_samples=512",
+              "--set", "train.epochs=1", "--set", "train.batch_size=64", "--set", "eval.samples=64",
+              "--set", "data.val_samples=64", "--set", "model.name=\"mlp\"", "--set", "eval.suite=\"fast\"",
+              "--set", "eval.threat={norm=\"linf\", eps=0.1}"]
+    single = tmp_path / "single"
+    res = CliRunner().invoke(main, common + ["--out", str(single)])
+    assert res.exit_code == 0, res.output
+    multi = tmp_path / "multi"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", "2",
+                           "--master_port", str(29500 + os.getpid() % 1000), "-m", "advlab"] + common
+                          + ["--out", str(multi)], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = RunDir(single).results(), RunDir(multi).results()
+    assert b["clean_accuracy"] == pytest.approx(a["clean_accuracy"], abs=0.02)
+    assert b["worst_case"]["robust_accuracy"] == pytest.approx(a["worst_case"]["robust_accuracy"], abs=0.05)
+    assert len(RunDir(multi).metrics()) == 1  # one writer
+    assert json.loads((multi / "env.json").read_text())["world_size"] == 2

@@ -72,9 +72,14 @@ def _recipes() -> list[str]:
               help="Override a key, e.g. --set train.epochs=2 (TOML value syntax).")
 def run_cmd(file: str, out: Path | None, runs_root: Path, resume: bool, device: str | None,
             overrides: tuple[str, ...]) -> None:
-    """Run an experiment file (or a built-in recipe by name): train, evaluate, write the run directory."""
+    """Run an experiment file (or a built-in recipe by name): train, evaluate, write the run directory.
+
+    Under `torchrun --nproc_per_node N -m advlab run FILE` training uses DDP and evaluation is
+    sharded over the N processes; rank 0 writes the run directory."""
+    from .distributed import init_from_env
     from .experiments import RunDir, run_experiment
     spec = _load_with_overrides(_experiment_path(file), overrides, device)
+    init_from_env(spec.device if spec.device != "auto" else None)
     run = RunDir(out) if out else RunDir.create(runs_root, spec.name)
     if resume and not out:
         raise click.UsageError("--resume needs --out RUN_DIR")
@@ -158,21 +163,29 @@ def attack_cmd(run_dir: Path, name: str, norm: str, eps: float, n_samples: int, 
 @click.option("--suite", type=click.Choice(["standard", "fast"]), default="standard", show_default=True)
 @click.option("--n", "n_samples", type=int, default=1000, show_default=True)
 @click.option("--batch-size", type=int, default=500, show_default=True)
-def eval_cmd(run_dir: Path, norm: str, eps: float, suite: str, n_samples: int, batch_size: int) -> None:
-    """Worst-case robust accuracy of a run's model (resumable; state kept in the run directory)."""
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 (under torchrun: each rank's GPU).")
+def eval_cmd(run_dir: Path, norm: str, eps: float, suite: str, n_samples: int, batch_size: int, device: str) -> None:
+    """Worst-case robust accuracy of a run's model (resumable; state kept in the run directory).
+
+    Under `torchrun --nproc_per_node N -m advlab eval ...` the points are sharded over N processes."""
     from .data import load_dataset
+    from .distributed import init_from_env, is_main, local_device
     from .evaluation import evaluate_robustness
     from .experiments import load_run_model
     from .io import atomic_write_json
     from .threat import ThreatModel
+    init_from_env(device)
+    dev = local_device(device)
     model, spec = load_run_model(run_dir)
-    test = load_dataset(spec.data.name, "test", root=spec.data.root).subset(n_samples)
+    model = model.to(dev)
+    test = load_dataset(spec.data.name, "test", root=spec.data.root, device=dev).subset(n_samples)
     threat = ThreatModel(norm, eps)
     tag = f"{suite}-{norm}-{eps:g}-{n_samples}"
     res = evaluate_robustness(model, (test.x, test.y), threat, suite, batch_size=batch_size, seed=spec.seed,
                               state_path=run_dir / f"eval_{tag}.safetensors", progress=True)
-    atomic_write_json(run_dir / f"eval_{tag}.json", res.to_dict())
-    click.echo(json.dumps({k: v for k, v in res.to_dict().items() if k != "versions"}, indent=2))
+    if is_main():
+        atomic_write_json(run_dir / f"eval_{tag}.json", res.to_dict())
+        click.echo(json.dumps({k: v for k, v in res.to_dict().items() if k != "versions"}, indent=2))
 
 
 @main.command("runs")

@@ -22,11 +22,14 @@ from torch import Tensor, nn
 from .. import __version__
 from ..attacks import Attack
 from ..attacks.base import check_label_range, check_labels
+from ..distributed import all_gather_padded, all_reduce_sum
+from ..distributed import world as dist_world
 from ..errors import CheckpointError, InputError
 from ..io import load_tensors, save_tensors
 from ..threat import ThreatModel
 from .checks import (GradientMaskingWarning, check_black_box_beats_white_box, check_model_outputs,
                      check_zero_gradients)
+from .memory import attack_in_pieces, map_in_pieces
 from .metrics import predict
 from .suites import build_suite
 
@@ -103,6 +106,11 @@ def evaluate_robustness(model: nn.Module, data: tuple[Tensor, Tensor], threat: T
     suite: 'standard' (AutoAttack's attacks and budgets), 'fast', or a list of untargeted attacks.
     state_path: a safetensors file updated after every chunk; an interrupted call with the same
     arguments resumes from it (a file from different inputs or settings is refused).
+    batch_size: samples per chunk; a chunk that runs out of device memory is attacked in halves
+    (with a BatchSizeWarning), so memory stays bounded by the batch size whatever the data size.
+    Under torch.distributed (e.g. torchrun) every rank passes the same data: rank r attacks chunks
+    r, r + world, ... and all ranks receive every per-sample outcome, which are the same as one
+    process's (each chunk's attack is seeded on its own); rank 0 writes the state file.
     """
     if not (isinstance(data, (tuple, list)) and len(data) == 2):
         raise InputError("data must be a pair (x, y) of tensors")
@@ -117,10 +125,12 @@ def evaluate_robustness(model: nn.Module, data: tuple[Tensor, Tensor], threat: T
     names = [f"{a.name}" for a in attacks]
     fingerprint = _fingerprint(x_all, y_all, threat, attacks, seed)
 
+    rank, world = dist_world()
     state = _load_state(state_path, fingerprint, n, len(attacks))
     if state is None:
-        logits = torch.cat([predict(model, x_all[i:i + batch_size].to(dev)).cpu()
-                            for i in range(0, n, batch_size)])
+        parts, batch_size = map_in_pieces(lambda a, b: predict(model, x_all[a:b].to(dev)).cpu(), n, batch_size,
+                                          what="clean batch")
+        logits = torch.cat(parts)
         check_label_range(y_all, logits.shape[1])
         clean = logits.argmax(1) == y_all.cpu()
         state = {"clean_correct": clean, "robust": clean.clone(), "broken_by": torch.full((n,), -1),
@@ -131,41 +141,45 @@ def evaluate_robustness(model: nn.Module, data: tuple[Tensor, Tensor], threat: T
             state["x_adv"] = x_all.detach().cpu().clone()
         if checks:
             state["progress"]["flags"] += _input_checks(model, x_all, y_all, clean, dev)
-        _save_state(state_path, state, fingerprint)
+        _save_state(state_path if rank == 0 else None, state, fingerprint)
     elif keep_adversarials and "x_adv" not in state:
         state["x_adv"] = x_all.detach().cpu().clone()
 
     prog = state["progress"]
+    piece = batch_size  # may shrink on out-of-memory; chunks keep their size so that resume is exact
     for ai in range(prog["attack"], len(attacks)):
         attack = attacks[ai]
         if prog["chunk"] == 0:
             state["start_mask"] = state["robust"].clone()
         todo = state["start_mask"].nonzero().squeeze(1)
         chunks = [c for c in todo.split(batch_size) if c.numel()]
-        bar = _progress(len(chunks), f"{attack.name}", progress)
-        for ci in range(prog["chunk"], len(chunks)):
-            idx = chunks[ci]
-            xb, yb = x_all[idx.to(x_all.device)].to(dev), y_all[idx.to(y_all.device)].to(dev)
-            res = attack(model, xb, yb)
-            broken = res.success.cpu()
-            hit = idx[broken]
-            state["robust"][hit] = False
-            state["broken_by"][hit] = ai
-            state["adv_norms"][hit] = res.norms.detach().float().cpu()[broken]
-            if "x_adv" in state:
-                state["x_adv"][hit] = res.x_adv.detach().cpu()[broken].to(state["x_adv"].dtype)
+        bar = _progress(len(chunks), f"{attack.name}", progress and rank == 0)
+        while prog["chunk"] < len(chunks):
+            # one round: rank r attacks chunk (first + r), then every rank learns every outcome
+            mine = prog["chunk"] + rank
+            idx = chunks[mine] if mine < len(chunks) else todo[:0]
+            broken, norms, cost = idx[:0] < 0, torch.zeros(0), [0.0, 0.0, 0.0, 0.0, 0.0]
+            x_adv = x_all[:0].detach().cpu() if "x_adv" in state else None
+            if idx.numel():
+                xb, yb = x_all[idx.to(x_all.device)].to(dev), y_all[idx.to(y_all.device)].to(dev)
+                res, piece = attack_in_pieces(attack, model, xb, yb, piece)
+                broken = res.success.cpu()
+                norms = res.norms.detach().float().cpu()
+                x_adv = res.x_adv.detach().cpu() if "x_adv" in state else None
+                cost = [float(broken.sum()), float(idx.numel()), res.n_forward, res.n_backward, res.seconds]
+            _apply_round(state, ai, _gather_round(idx, broken, norms, x_adv, batch_size, world))
             st = prog["stats"][ai]
-            st["broken"] += int(broken.sum())
-            st["attacked"] += int(idx.numel())
-            st["n_forward"] += res.n_forward
-            st["n_backward"] += res.n_backward
-            st["seconds"] += res.seconds
-            prog["chunk"] = ci + 1
-            _save_state(state_path, state, fingerprint)
-            bar.update(1)
+            totals = all_reduce_sum(cost)
+            for key, value in zip(("broken", "attacked", "n_forward", "n_backward"), totals):
+                st[key] += int(value)
+            st["seconds"] += totals[4] / world
+            done = min(prog["chunk"] + world, len(chunks))
+            bar.update(done - prog["chunk"])
+            prog["chunk"] = done
+            _save_state(state_path if rank == 0 else None, state, fingerprint)
         bar.close()
         prog["attack"], prog["chunk"] = ai + 1, 0
-        _save_state(state_path, state, fingerprint)
+        _save_state(state_path if rank == 0 else None, state, fingerprint)
 
     flags = list(prog["flags"])
     if checks:
@@ -178,6 +192,31 @@ def evaluate_robustness(model: nn.Module, data: tuple[Tensor, Tensor], threat: T
         broken_by=state["broken_by"], adv_norms=state["adv_norms"],
         attacks=[AttackStats(**s) for s in prog["stats"]], flags=flags, seed=seed,
         x_adv=state.get("x_adv"))
+
+
+def _gather_round(idx: Tensor, broken: Tensor, norms: Tensor, x_adv: Tensor | None, rows: int,
+                  world: int) -> list[tuple[Tensor, Tensor, Tensor, Tensor | None]]:
+    """Every rank's (indices, broken, norms, adversarial inputs) of this round, on every rank."""
+    if world == 1:
+        return [(idx, broken, norms, x_adv)]
+    idxs = all_gather_padded(idx, rows, fill=-1)
+    brokens = all_gather_padded(broken.to(torch.uint8), rows)
+    normss = all_gather_padded(norms, rows)
+    advs: list[Tensor | None] = [None] * world
+    if x_adv is not None:
+        advs = list(all_gather_padded(x_adv, rows))
+    return [(i, b.bool(), m, a) for i, b, m, a in zip(idxs, brokens, normss, advs)]
+
+
+def _apply_round(state: dict[str, Any], attack_index: int,
+                 outcomes: list[tuple[Tensor, Tensor, Tensor, Tensor | None]]) -> None:
+    for idx, broken, norms, x_adv in outcomes:
+        hit = idx[broken]
+        state["robust"][hit] = False
+        state["broken_by"][hit] = attack_index
+        state["adv_norms"][hit] = norms[broken]
+        if x_adv is not None and "x_adv" in state:
+            state["x_adv"][hit] = x_adv[broken].to(state["x_adv"].dtype)
 
 
 def _input_checks(model: nn.Module, x: Tensor, y: Tensor, clean: Tensor, dev: torch.device) -> list[str]:

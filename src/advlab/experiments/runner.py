@@ -17,6 +17,7 @@ from ..data import ArrayDataset, load_dataset
 from ..evaluation import evaluate_robustness, mean_confidence, predict
 from ..models import build_model
 from ..threat import ThreatModel
+from ..distributed import is_main, local_device, world
 from ..training import Trainer, TrainConfig, build_objective, load_checkpoint, save_checkpoint
 from .spec import AttackSpec, ExperimentError, ExperimentSpec, ThreatSpec
 from .store import RunDir
@@ -72,10 +73,10 @@ def load_data(spec: ExperimentSpec, device: torch.device) -> tuple[ArrayDataset,
 def run_experiment(spec: ExperimentSpec, run: RunDir, *, resume: bool = False,
                    log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train and evaluate as the spec says, writing everything into `run`; returns results.json's content."""
-    device = resolve_device(spec.device)
+    device = local_device(resolve_device(spec.device))
     torch.manual_seed(spec.seed)
     run.write_config(spec.model_dump())
-    run.write_env({"device": str(device)})
+    run.write_env({"device": str(device), "world_size": world()[1]})
     train, val, test = load_data(spec, device)
     log(f"[{spec.name}] data {spec.data.name}: {len(train)} train, {len(val) if val else 0} val, {len(test)} test")
     model = build_model(spec.model.name, **spec.model.args).to(device)
@@ -107,7 +108,8 @@ def run_experiment(spec: ExperimentSpec, run: RunDir, *, resume: bool = False,
         if spec.train.retrain_on_all:
             model = retrain_on_all(spec, train, val, result.best_epoch, run, log)
             train_info["retrained_on_all_epochs"] = (result.best_epoch or spec.train.epochs - 1) + 1
-        save_checkpoint(run.model_file, model, None, {"name": spec.name, "model": spec.model.model_dump()})
+        if is_main():
+            save_checkpoint(run.model_file, model, None, {"name": spec.name, "model": spec.model.model_dump()})
     train_seconds = time.perf_counter() - t0
     results = evaluate(spec, model, test, run, log)
     results.update(name=spec.name, seed=spec.seed, train=train_info, train_seconds=train_seconds,

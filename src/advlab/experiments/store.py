@@ -14,6 +14,7 @@ import tomli_w
 import torch
 
 from .. import __version__
+from ..distributed import is_main, world
 from ..io import atomic_write_bytes, atomic_write_json
 
 
@@ -34,7 +35,7 @@ def environment() -> dict[str, Any]:
 
 class RunDir:
     """One run's directory. Every write is atomic; metrics.jsonl is rewritten whole on each append so a
-    killed run never leaves a torn line."""
+    killed run never leaves a torn line. Under torch.distributed only rank 0 writes."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -42,8 +43,11 @@ class RunDir:
 
     @classmethod
     def create(cls, root: str | Path, name: str) -> "RunDir":
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-        return cls(Path(root) / f"{name}-{stamp}")
+        """A new directory root/NAME-TIME (under torch.distributed every rank gets rank 0's name)."""
+        stamp = [datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")]
+        if world()[1] > 1:
+            torch.distributed.broadcast_object_list(stamp, src=0)
+        return cls(Path(root) / f"{name}-{stamp[0]}")
 
     @property
     def checkpoint(self) -> Path:
@@ -54,10 +58,14 @@ class RunDir:
         return self.path / "model.safetensors"
 
     def write_config(self, config: dict[str, Any]) -> None:
+        if not is_main():
+            return
         clean = json.loads(json.dumps(config, default=list))
         atomic_write_bytes(self.path / "config.toml", tomli_w.dumps(_drop_none(clean)).encode())
 
     def write_env(self, extra: dict[str, Any] | None = None) -> None:
+        if not is_main():
+            return
         atomic_write_json(self.path / "env.json", {**environment(), **(extra or {})})
 
     def metrics(self) -> list[dict[str, Any]]:
@@ -65,10 +73,14 @@ class RunDir:
         return [json.loads(line) for line in f.read_text().splitlines() if line.strip()] if f.exists() else []
 
     def log_metrics(self, record: dict[str, Any]) -> None:
+        if not is_main():
+            return
         lines = [json.dumps(r, default=float) for r in self.metrics() + [record]]
         atomic_write_bytes(self.path / "metrics.jsonl", ("\n".join(lines) + "\n").encode())
 
     def write_results(self, results: dict[str, Any]) -> None:
+        if not is_main():
+            return
         atomic_write_json(self.path / "results.json", results)
 
     def results(self) -> dict[str, Any] | None:
@@ -76,6 +88,8 @@ class RunDir:
         return json.loads(f.read_text()) if f.exists() else None
 
     def write_samples(self, arrays: dict[str, np.ndarray]) -> None:
+        if not is_main():
+            return
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrays)
         atomic_write_bytes(self.path / "samples.npz", buf.getvalue())

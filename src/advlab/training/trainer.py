@@ -20,6 +20,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from ..attacks import PGD
+from ..distributed import world
 from ..errors import AdvlabError
 from ..evaluation.metrics import predict
 from ..models.layers import apply_constraints
@@ -75,12 +76,6 @@ class TrainResult:
     seconds: float
 
 
-def _world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 class Trainer:
     """trainer.fit(x, y, x_val, y_val) trains `model` in place with `objective` under `config`.
 
@@ -95,7 +90,7 @@ class Trainer:
         self.callbacks = list(callbacks or [])
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
         self.step_hook = step_hook
-        self.rank, self.world = _world()
+        self.rank, self.world = world()
         self.optimizer = self._make_optimizer()
         self._l1 = [(n, p, c) for n, p in model.named_parameters() for pre, c in config.l1.items()
                     if n.startswith(pre) and c > 0]

@@ -1,0 +1,123 @@
+"""Scale: out-of-memory batch halving, evaluation sharded over torch.distributed ranks, the fast path."""
+from __future__ import annotations
+
+import random
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from advlab import ThreatModel
+from advlab.attacks import APGD, PGD
+from advlab.evaluation import evaluate_robustness
+from advlab.evaluation.memory import BatchSizeWarning, map_in_pieces
+
+
+class OOMAbove(nn.Module):
+    """Wraps a model and raises the out-of-memory error a GPU would for batches larger than `limit`."""
+
+    def __init__(self, inner: nn.Module, limit: int) -> None:
+        super().__init__()
+        self.inner, self.limit, self.largest = inner, limit, 0
+
+    def forward(self, x):
+        if x.shape[0] > self.limit:
+            raise torch.OutOfMemoryError(f"simulated: batch of {x.shape[0]} > {self.limit}")
+        self.largest = max(self.largest, x.shape[0])
+        return self.inner(x)
+
+
+def problem(n: int = 90):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4)).eval()
+    x = torch.rand(n, 16)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    y[:4] = (y[:4] + 1) % 4
+    return model, x, y
+
+
+def suite(th):
+    return [PGD(th, steps=5, seed=3), APGD(th, steps=10, seed=3)]
+
+
+def test_map_in_pieces_halves_and_keeps_order():
+    calls = []
+
+    def fn(a, b):
+        calls.append(b - a)
+        if b - a > 3:
+            raise torch.OutOfMemoryError("simulated")
+        return list(range(a, b))
+
+    with pytest.warns(BatchSizeWarning, match="retrying with batches of"):
+        parts, piece = map_in_pieces(fn, 11, 10)
+    assert [v for p in parts for v in p] == list(range(11)) and piece == 2
+    assert calls[:3] == [10, 5, 2]
+
+
+def test_map_in_pieces_gives_up_at_one():
+    def fn(a, b):
+        raise torch.OutOfMemoryError("simulated")
+
+    with pytest.raises(torch.OutOfMemoryError), warnings.catch_warnings():
+        warnings.simplefilter("ignore", BatchSizeWarning)
+        map_in_pieces(fn, 4, 4)
+
+
+def test_evaluation_survives_out_of_memory_with_the_same_per_sample_results():
+    model, x, y = problem()
+    th = ThreatModel("linf", 0.1)
+    reference = evaluate_robustness(model, (x, y), th, suite=suite(th), batch_size=20, checks=False)
+    wrapped = OOMAbove(model, limit=20)
+    with pytest.warns(BatchSizeWarning):
+        res = evaluate_robustness(wrapped, (x, y), th, suite=suite(th), batch_size=80, checks=False)
+    assert wrapped.largest <= 20
+    assert torch.equal(res.clean_correct, reference.clean_correct)
+    assert 0 < reference.robust_accuracy < reference.clean_accuracy
+    # 80 -> 40 -> 20: pieces of 20 over chunks of 80 are the same batches as chunks of 20
+    assert torch.equal(res.robust, reference.robust)
+    assert torch.equal(res.broken_by, reference.broken_by)
+
+
+def _sharded_worker(rank: int, world: int, port: int, queue, state_dir: str) -> None:
+    import os
+
+    import torch.distributed as dist
+    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    model, x, y = problem()
+    th = ThreatModel("linf", 0.1)
+    res = evaluate_robustness(model, (x, y), th, suite=suite(th), batch_size=16, checks=False,
+                              keep_adversarials=True, state_path=f"{state_dir}/state.safetensors")
+    queue.put((rank, res.robust.numpy(), res.broken_by.numpy(), res.adv_norms.numpy(), res.x_adv.numpy(),
+               [(a.broken, a.attacked, a.n_forward, a.n_backward) for a in res.attacks]))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def test_sharded_evaluation_on_two_gloo_ranks_matches_one_process(tmp_path):
+    import numpy as np
+    import torch.multiprocessing as mp
+    model, x, y = problem()
+    th = ThreatModel("linf", 0.1)
+    single = evaluate_robustness(model, (x, y), th, suite=suite(th), batch_size=16, checks=False,
+                                 keep_adversarials=True)
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    port = random.randint(20000, 40000)
+    procs = [ctx.Process(target=_sharded_worker, args=(r, 2, port, queue, str(tmp_path))) for r in range(2)]
+    for p in procs:
+        p.start()
+    outs = [queue.get(timeout=180) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    assert (tmp_path / "state.safetensors").exists()  # rank 0 wrote the resumable state
+    for _, robust, broken_by, norms, x_adv, stats in outs:
+        assert np.array_equal(robust, single.robust.numpy())
+        assert np.array_equal(broken_by, single.broken_by.numpy())
+        assert np.allclose(norms, single.adv_norms.numpy(), equal_nan=True)
+        assert np.array_equal(x_adv, single.x_adv.numpy())
+        assert stats == [(a.broken, a.attacked, a.n_forward, a.n_backward) for a in single.attacks]
