@@ -121,3 +121,54 @@ def test_sharded_evaluation_on_two_gloo_ranks_matches_one_process(tmp_path):
         assert np.allclose(norms, single.adv_norms.numpy(), equal_nan=True)
         assert np.array_equal(x_adv, single.x_adv.numpy())
         assert stats == [(a.broken, a.attacked, a.n_forward, a.n_backward) for a in single.attacks]
+
+
+def test_fast_path_resolution():
+    from advlab.accel import FastModel, accelerate, resolve_accel
+    assert not resolve_accel("auto", "cpu").enabled  # off on CPU where it does not pay
+    assert resolve_accel("auto", "cuda").dtype == torch.bfloat16 and resolve_accel("auto", "cuda").compile
+    assert resolve_accel("on", "cpu", compile=False).channels_last
+    with pytest.raises(Exception, match="unknown accel mode"):
+        resolve_accel("fast", "cpu")
+    model = nn.Linear(4, 3)
+    assert accelerate(model, "auto", "cpu") is model
+    fast = accelerate(model, resolve_accel("on", "cpu", compile=False))
+    assert isinstance(fast, FastModel) and fast(torch.rand(2, 4)).dtype == torch.float32
+
+
+def test_fast_path_evaluation_is_checked_against_fp32():
+    """bf16 autocast (forced on the CPU here): the evaluation reruns APGD in fp32 on the same points,
+    reports both accuracies, and never reports more than the fp32 run finds."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 64, 4)).eval()
+    x = torch.rand(60, 1, 8, 8)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    th = ThreatModel("linf", 0.02)
+    ref = evaluate_robustness(model, (x, y), th, suite=suite(th), batch_size=30, checks=False)
+    res = evaluate_robustness(model, (x, y), th, suite=suite(th), batch_size=30, checks=False, accel="on",
+                              verify_samples=60)
+    info = res.to_dict()["accel"]
+    assert info["path"]["autocast"] == "bfloat16" and info["path"]["channels_last"]
+    assert info["n"] == 60 and abs(info["difference"]) <= 0.1
+    assert info["within_tolerance"] == (abs(info["fast"] - info["fp32"]) <= 0.005)
+    # the worst case over both paths is never above the fp32 attack's own robust accuracy
+    assert res.robust_accuracy <= info["fp32"] + 1e-9
+    assert abs(res.robust_accuracy - ref.robust_accuracy) <= 0.1
+    assert next(model.parameters()).dtype == torch.float32  # weights untouched
+
+
+def test_trainer_fast_path_option():
+    from advlab.training import Standard, Trainer, TrainConfig
+    torch.manual_seed(0)
+    x = torch.rand(128, 1, 8, 8)
+    y = (x.mean((1, 2, 3)) > 0.5).long()
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(256, 2))
+    cfg = TrainConfig(epochs=3, batch_size=32, lr=0.05, accel="on")
+    trainer = Trainer(model, Standard(), cfg)
+    assert trainer._fast_settings(torch.device("cpu"))[:2] == ("bf16", True)
+    assert trainer._fast_settings(torch.device("cpu")) != Trainer(model, Standard(), TrainConfig())._fast_settings(
+        torch.device("cpu"))
+    hist = trainer.fit(x, y).history
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
+    assert next(model.parameters()).dtype == torch.float32

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import __version__
+from ..accel import accelerate, resolve_accel
 from ..attacks import Attack
 from ..attacks.base import check_label_range, check_labels
 from ..distributed import all_gather_padded, all_reduce_sum
@@ -57,6 +58,7 @@ class RobustnessResult:
     flags: list[str] = field(default_factory=list)
     seed: int = 0
     x_adv: Tensor | None = None
+    accel: dict[str, Any] | None = None  # the fast path used and its check against fp32
 
     @property
     def clean_accuracy(self) -> float:
@@ -83,14 +85,18 @@ class RobustnessResult:
             "robust_accuracy": self.robust_accuracy,
             "attacks": [asdict(a) for a in self.attacks],
             "n_forward": self.n_forward, "n_backward": self.n_backward,
-            "flags": list(self.flags), "seed": self.seed,
+            "flags": list(self.flags), "seed": self.seed, "accel": self.accel,
             "versions": {"advlab": __version__, "torch": torch.__version__, "python": platform.python_version()},
         }
 
 
-def _fingerprint(x: Tensor, y: Tensor, threat: ThreatModel, attacks: list[Attack], seed: int) -> str:
+def _fingerprint(x: Tensor, y: Tensor, threat: ThreatModel, attacks: list[Attack], seed: int,
+                 fast_path: dict[str, Any]) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps([str(threat), [repr(a) for a in attacks], seed, list(x.shape)]).encode())
+    settings = [str(threat), [repr(a) for a in attacks], seed, list(x.shape)]
+    if any(fast_path.values()):
+        settings.append(fast_path)  # (fp32 fingerprints stay as they were: old state files still resume)
+    h.update(json.dumps(settings).encode())
     h.update(x.detach().float().cpu().contiguous().numpy().tobytes()[:1 << 22])
     h.update(y.detach().cpu().numpy().tobytes())
     return h.hexdigest()
@@ -100,7 +106,7 @@ def evaluate_robustness(model: nn.Module, data: tuple[Tensor, Tensor], threat: T
                         suite: str | Sequence[Attack] = "standard", *, batch_size: int = 500,
                         seed: int = 0, state_path: str | Path | None = None, checks: bool = True,
                         keep_adversarials: bool = False, device: torch.device | str | None = None,
-                        progress: bool = False) -> RobustnessResult:
+                        progress: bool = False, accel: str = "off", verify_samples: int = 500) -> RobustnessResult:
     """Worst-case robust accuracy of `model` on `data` = (x, y) under `threat`.
 
     suite: 'standard' (AutoAttack's attacks and budgets), 'fast', or a list of untargeted attacks.
@@ -111,6 +117,11 @@ def evaluate_robustness(model: nn.Module, data: tuple[Tensor, Tensor], threat: T
     Under torch.distributed (e.g. torchrun) every rank passes the same data: rank r attacks chunks
     r, r + world, ... and all ranks receive every per-sample outcome, which are the same as one
     process's (each chunk's attack is seeded on its own); rank 0 writes the state file.
+    accel: 'off', 'auto' (the fast path on CUDA devices) or 'on' (see advlab.accel). With the fast
+    path on, the suite's first attack is rerun in fp32 and on the fast path on the first
+    `verify_samples` clean-correct points; the result's `accel` entry gives both robust accuracies
+    (a GradientMaskingWarning-style flag when they differ by more than 0.5 points), and points that
+    only the fp32 run breaks count as broken, so the fast path never reports a higher number.
     """
     if not (isinstance(data, (tuple, list)) and len(data) == 2):
         raise InputError("data must be a pair (x, y) of tensors")
@@ -123,7 +134,9 @@ def evaluate_robustness(model: nn.Module, data: tuple[Tensor, Tensor], threat: T
     attacks = build_suite(suite, threat, seed)
     n = x_all.shape[0]
     names = [f"{a.name}" for a in attacks]
-    fingerprint = _fingerprint(x_all, y_all, threat, attacks, seed)
+    path = resolve_accel(accel, dev)
+    reference_model, model = model, accelerate(model, path)
+    fingerprint = _fingerprint(x_all, y_all, threat, attacks, seed, path.describe())
 
     rank, world = dist_world()
     state = _load_state(state_path, fingerprint, n, len(attacks))
@@ -182,6 +195,14 @@ def evaluate_robustness(model: nn.Module, data: tuple[Tensor, Tensor], threat: T
         _save_state(state_path if rank == 0 else None, state, fingerprint)
 
     flags = list(prog["flags"])
+    accel_info = None
+    if path.enabled:
+        accel_info = _verify_fast_path(reference_model, model, attacks[0], x_all, y_all, state, dev,
+                                       verify_samples, piece)
+        accel_info["path"] = path.describe()
+        if not accel_info["within_tolerance"]:
+            flags.append(f"fast path: {attacks[0].name} robust accuracy {accel_info['fast']:.4f} on the fast path vs "
+                         f"{accel_info['fp32']:.4f} in fp32 on {accel_info['n']} points (> 0.5 points apart)")
     if checks:
         flags += check_black_box_beats_white_box(state["broken_by"], names,
                                                  [a.uses_gradients for a in attacks])
@@ -191,7 +212,31 @@ def evaluate_robustness(model: nn.Module, data: tuple[Tensor, Tensor], threat: T
         threat=threat, clean_correct=state["clean_correct"], robust=state["robust"],
         broken_by=state["broken_by"], adv_norms=state["adv_norms"],
         attacks=[AttackStats(**s) for s in prog["stats"]], flags=flags, seed=seed,
-        x_adv=state.get("x_adv"))
+        x_adv=state.get("x_adv"), accel=accel_info)
+
+
+def _verify_fast_path(reference: nn.Module, fast: nn.Module, attack: Attack, x: Tensor, y: Tensor,
+                      state: dict[str, Any], dev: torch.device, n_verify: int, piece: int) -> dict[str, Any]:
+    """Rerun one attack in fp32 and on the fast path on the same clean-correct points; merge the
+    fp32 run's breaks into the result (worst case over both) and report the two accuracies."""
+    idx = state["clean_correct"].nonzero().squeeze(1)[:max(n_verify, 0)]
+    if not idx.numel():
+        return {"n": 0, "fast": float("nan"), "fp32": float("nan"), "difference": 0.0, "within_tolerance": True}
+    xb, yb = x[idx.to(x.device)].to(dev), y[idx.to(y.device)].to(dev)
+    fast_res, _ = attack_in_pieces(attack, fast, xb, yb, piece)
+    ref_res, _ = attack_in_pieces(attack, reference, xb, yb, piece)
+    fast_acc = float((~fast_res.success).float().mean())
+    ref_acc = float((~ref_res.success).float().mean())
+    only_ref = ref_res.success.cpu() & state["robust"][idx]
+    hit = idx[only_ref]
+    state["robust"][hit] = False
+    state["broken_by"][hit] = 0
+    state["adv_norms"][hit] = ref_res.norms.detach().float().cpu()[only_ref]
+    if "x_adv" in state:
+        state["x_adv"][hit] = ref_res.x_adv.detach().cpu()[only_ref].to(state["x_adv"].dtype)
+    return {"n": int(idx.numel()), "attack": attack.name, "fast": fast_acc, "fp32": ref_acc,
+            "difference": fast_acc - ref_acc, "within_tolerance": abs(fast_acc - ref_acc) <= 0.005,
+            "merged_fp32_breaks": int(only_ref.sum())}
 
 
 def _gather_round(idx: Tensor, broken: Tensor, norms: Tensor, x_adv: Tensor | None, rows: int,

@@ -16,8 +16,8 @@ from ..attacks import APGD, APGDT, BIM, FGSM, PGD, Attack, DeepFool, RandomNoise
 from ..data import ArrayDataset, load_dataset
 from ..evaluation import evaluate_robustness, mean_confidence, predict
 from ..models import build_model
-from ..threat import ThreatModel
 from ..distributed import is_main, local_device, world
+from ..threat import ThreatModel
 from ..training import Trainer, TrainConfig, build_objective, load_checkpoint, save_checkpoint
 from .spec import AttackSpec, ExperimentError, ExperimentSpec, ThreatSpec
 from .store import RunDir
@@ -184,7 +184,7 @@ def evaluate(spec: ExperimentSpec, model: torch.nn.Module, test: ArrayDataset, r
     if e.suite != "none":
         threat = threat_of(e.threat)
         res = evaluate_robustness(model, (x, y), threat, e.suite, batch_size=e.batch_size, seed=spec.seed,
-                                  state_path=run.path / "eval_state.safetensors")
+                                  state_path=run.path / "eval_state.safetensors", accel=e.accel)
         out["worst_case"] = res.to_dict()
         samples["robust"] = res.robust.numpy()
         samples["broken_by"] = res.broken_by.numpy()

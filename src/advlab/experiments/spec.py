@@ -70,6 +70,7 @@ class TrainSpec(_Strict):
     milestones: tuple[float, ...] = (0.5, 0.75)
     gamma: float = 0.1
     warmup: float = 0.0
+    accel: Literal["off", "auto", "on"] = "off"   # the fast path (advlab.accel); auto = on for CUDA only
     amp: Literal["none", "bf16", "fp16"] = "none"
     channels_last: bool = False
     compile: bool = False
@@ -97,6 +98,7 @@ class EvalSpec(_Strict):
     threat: ThreatSpec | None = None
     samples: int | None = Field(default=None, gt=0)
     batch_size: int = Field(default=500, gt=0)
+    accel: Literal["off", "auto", "on"] = "off"   # fast path for the worst-case suite, checked against fp32
 
 
 class ExperimentSpec(_Strict):

@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from ..accel import resolve_accel
 from ..attacks import PGD
 from ..distributed import world
 from ..errors import AdvlabError
@@ -49,6 +50,7 @@ class TrainConfig:
     gamma: float = 0.1
     warmup: float = 0.0
     seed: int = 0
+    accel: str = "off"                  # off | auto | on: the fast path (bf16 + channels_last + compile on CUDA)
     amp: str = "none"                   # none | bf16 | fp16 (GPU)
     channels_last: bool = False
     compile: bool = False
@@ -107,12 +109,21 @@ class Trainer:
             return torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
         raise AdvlabError(f"unknown optimizer {c.optimizer!r}; use sgd or adam")
 
+    def _fast_settings(self, device: torch.device) -> tuple[str, bool, bool]:
+        """(amp, channels_last, compile): the explicit options, or the fast path's where accel turns it on."""
+        c = self.cfg
+        path = resolve_accel(c.accel, device)
+        if not path.enabled:
+            return c.amp, c.channels_last, c.compile
+        return (c.amp if c.amp != "none" else "bf16"), True, c.compile or path.compile
+
     def _autocast(self, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
-        if self.cfg.amp == "none":
+        amp = self._fast_settings(device)[0]
+        if amp == "none":
             return contextlib.nullcontext
-        if self.cfg.amp not in ("bf16", "fp16"):
-            raise AdvlabError(f"unknown amp mode {self.cfg.amp!r}; use none, bf16 or fp16")
-        dtype = torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16
+        if amp not in ("bf16", "fp16"):
+            raise AdvlabError(f"unknown amp mode {amp!r}; use none, bf16 or fp16")
+        dtype = torch.bfloat16 if amp == "bf16" else torch.float16
         return lambda: torch.autocast(device.type, dtype=dtype)
 
     def _l1_penalty(self) -> Tensor:
@@ -143,14 +154,15 @@ class Trainer:
             *, resume: bool = False) -> TrainResult:
         c, model = self.cfg, self.model
         device = x.device
-        if c.channels_last and x.ndim == 4:
+        _, channels_last, compile_model = self._fast_settings(device)
+        if channels_last and x.ndim == 4:
             model.to(memory_format=torch.channels_last)
         train_model: nn.Module = model
         if self.world > 1:
             with warnings.catch_warnings():  # rank-local BN buffers are intended: no per-forward collective
                 warnings.simplefilter("ignore", FutureWarning)
                 train_model = nn.parallel.DistributedDataParallel(model, broadcast_buffers=False)
-        if c.compile:
+        if compile_model:
             train_model = torch.compile(train_model)
         n = x.shape[0]
         steps_per_epoch = math.ceil(n / c.batch_size)
@@ -187,7 +199,7 @@ class Trainer:
                 idx = perm[step * c.batch_size:(step + 1) * c.batch_size]
                 idx = idx[self.rank::self.world]
                 xb, yb = x[idx], y[idx]
-                if c.channels_last and xb.ndim == 4:
+                if channels_last and xb.ndim == 4:
                     xb = xb.contiguous(memory_format=torch.channels_last)
                 global_step = epoch * steps_per_epoch + step
                 for g in self.optimizer.param_groups:

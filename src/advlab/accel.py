@@ -1,0 +1,78 @@
+"""The fast path, switched on by one option (`accel="auto"`): bf16 autocast with fp32 logits (so
+attack losses and their gradients' signs are computed in fp32), channels_last for image models, and
+optionally torch.compile. It is a model wrapper, so every attack, evaluation and training loop gets
+it unchanged. "auto" turns it on for CUDA devices only: on CPUs bf16 autocast and compile do not pay.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .errors import AdvlabError
+
+ACCEL_MODES = ("off", "auto", "on")
+
+
+@dataclass(frozen=True)
+class FastPath:
+    """What the fast path does on one device (all off = the reference fp32 path)."""
+
+    dtype: torch.dtype | None = None   # autocast dtype (bfloat16) or None
+    channels_last: bool = False
+    compile: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.dtype is not None or self.channels_last or self.compile
+
+    def describe(self) -> dict[str, object]:
+        return {"autocast": str(self.dtype).replace("torch.", "") if self.dtype else None,
+                "channels_last": self.channels_last, "compile": self.compile}
+
+
+def resolve_accel(accel: str, device: torch.device | str, *, compile: bool | None = None) -> FastPath:
+    """The fast path for `accel` ('off', 'auto': on for CUDA only, 'on': bf16 + channels_last on any
+    device) on `device`; compile defaults to on for CUDA under 'auto'/'on'."""
+    if accel not in ACCEL_MODES:
+        raise AdvlabError(f"unknown accel mode {accel!r}; use one of {', '.join(ACCEL_MODES)}")
+    dev = torch.device(device)
+    if accel == "off" or (accel == "auto" and dev.type != "cuda"):
+        return FastPath()
+    return FastPath(torch.bfloat16, channels_last=True, compile=(dev.type == "cuda") if compile is None else compile)
+
+
+class FastModel(nn.Module):
+    """Runs `inner` under the fast path and returns fp32 logits. Parameters are shared with `inner`
+    (no copy): training or attack-mode flags on the wrapper reach the wrapped model."""
+
+    def __init__(self, inner: nn.Module, path: FastPath) -> None:
+        super().__init__()
+        self.inner, self.path = inner, path
+        if path.channels_last:
+            inner.to(memory_format=torch.channels_last)
+        self._forward = torch.compile(inner) if path.compile else inner
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.path.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.path.dtype is None:
+            return self._forward(x)
+        with torch.autocast(device_type=x.device.type, dtype=self.path.dtype):
+            out = self._forward(x)
+        return out.float()
+
+
+def accelerate(model: nn.Module, accel: str | FastPath = "auto", device: torch.device | str | None = None) -> nn.Module:
+    """`model` wrapped in the fast path (or `model` itself when the path is off on this device)."""
+    if isinstance(model, FastModel):
+        return model
+    if isinstance(accel, FastPath):
+        path = accel
+    else:
+        if device is None:
+            p = next(model.parameters(), None)
+            device = p.device if p is not None else "cpu"
+        path = resolve_accel(accel, device)
+    return FastModel(model, path) if path.enabled else model
