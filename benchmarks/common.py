@@ -1,12 +1,12 @@
 """Benchmark helpers: pass counting, paired timing, the forward+backward floor, MNIST models."""
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
 from torch import nn
+
+from advlab import bench
 
 
 class Counted(nn.Module):
@@ -34,33 +34,12 @@ class Counted(nn.Module):
 
 def forward_backward_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int = 20) -> float:
     """Median time of one forward + input-gradient backward pass (the floor of a gradient attack step)."""
-    flags = [p.requires_grad for p in model.parameters()]
-    for p in model.parameters():
-        p.requires_grad_(False)
-    times = []
-    for _ in range(repeats + 3):
-        t0 = time.perf_counter()
-        xr = x.detach().requires_grad_(True)
-        loss = nn.functional.cross_entropy(model(xr), y, reduction="sum")
-        torch.autograd.grad(loss, xr)
-        times.append(time.perf_counter() - t0)
-    for p, f in zip(model.parameters(), flags):
-        p.requires_grad_(f)
-    return statistics.median(times[3:])
+    return bench.floor_seconds(model, x, y, repeats)
 
 
 def paired_times(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
-    """Time each function `repeats` times, interleaved (ABAB...) so drift hits all alike."""
-    out: dict[str, list[float]] = {k: [] for k in fns}
-    for fn in fns.values():  # warm-up
-        fn()
-    for r in range(repeats):
-        order = list(fns) if r % 2 == 0 else list(reversed(list(fns)))
-        for name in order:
-            t0 = time.perf_counter()
-            fns[name]()
-            out[name].append(time.perf_counter() - t0)
-    return out
+    """Time each function `repeats` times, interleaved (ABBA...) so drift hits all alike."""
+    return bench.paired_times(fns, repeats, torch.device("cpu"))
 
 
 def madry_cnn() -> nn.Module:

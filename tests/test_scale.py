@@ -172,3 +172,30 @@ def test_trainer_fast_path_option():
     hist = trainer.fit(x, y).history
     assert hist[-1]["train_loss"] < hist[0]["train_loss"]
     assert next(model.parameters()).dtype == torch.float32
+
+
+def test_bench_rows_and_cli(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from advlab import bench
+    from advlab.cli import main
+    s = bench.setup("madry_cnn", 2, "cpu", "off")
+    # Madry CNN forward: 13.9 M multiply-adds per image; forward + input-backward about twice that
+    per_image = bench.step_flops(s.model, s.x, s.y) / 2
+    assert 2 * 2 * 13.9e6 * 0.9 < per_image < 2 * 2 * 13.9e6 * 1.1
+    rows = bench.bench_attacks("madry_cnn", batch=4, device="cpu", accel="off", attacks=("fgsm", "pgd10"), repeats=1)
+    assert [r["attack"] for r in rows] == ["fgsm", "pgd10"]
+    for r in rows:
+        assert r["advlab_images_per_s"] > 0 and r["advlab_floor_ratio"] > 0 and r["speedup_vs_torchattacks"] > 0
+        assert 0 < r["advlab_tflops"] < 10 * r["peak_tflops"]
+    out = tmp_path / "bench.json"
+    res = CliRunner().invoke(main, ["bench", "train", "--model", "madry_cnn", "--objective", "fgsm_rs",
+                                    "--images", "16", "--batch", "8", "--repeats", "1", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    saved = json.loads(out.read_text())
+    assert saved["rows"][0]["objective"] == "fgsm_rs" and saved["rows"][0]["advlab_epoch_s"] > 0
+    assert saved["environment"]["device"] == "cpu"
+    with pytest.raises(Exception, match="unknown benchmark model"):
+        bench.setup("vgg", 2, "cpu")

@@ -188,6 +188,48 @@ def eval_cmd(run_dir: Path, norm: str, eps: float, suite: str, n_samples: int, b
         click.echo(json.dumps({k: v for k, v in res.to_dict().items() if k != "versions"}, indent=2))
 
 
+@main.command("bench")
+@click.argument("what", type=click.Choice(["attacks", "train"]))
+@click.option("--model", "models", multiple=True, type=click.Choice(["madry_cnn", "preact_resnet18"]),
+              help="Benchmark model(s) (default: both).")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--accel", type=click.Choice(["off", "auto", "on"]), default="auto", show_default=True,
+              help="advlab's fast path (auto: on for CUDA only); the reference always runs fp32 defaults.")
+@click.option("--batch", type=int, default=None, help="Batch size (default 512 on GPU, 64 on CPU).")
+@click.option("--attack", "attacks", multiple=True, type=click.Choice(["fgsm", "pgd10", "pgd10-es", "apgd100"]),
+              help="Attacks to time (default fgsm, pgd10, pgd10-es).")
+@click.option("--objective", "objectives", multiple=True, type=click.Choice(["pgd_at", "fgsm_rs", "trades"]))
+@click.option("--images", type=int, default=None, help="Training images per epoch (default 50000 GPU, 1024 CPU).")
+@click.option("--repeats", type=int, default=5, show_default=True)
+@click.option("--no-reference", is_flag=True, help="Skip the torchattacks reference.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write the rows as JSON.")
+def bench_cmd(what: str, models: tuple[str, ...], device: str, accel: str, batch: int | None,
+              attacks: tuple[str, ...], objectives: tuple[str, ...], images: int | None, repeats: int,
+              no_reference: bool, out: Path | None) -> None:
+    """Time attacks or training epochs against torchattacks in the same run (images/s, speed-up,
+    ratio to the forward+backward floor, TFLOP/s against the measured matmul peak)."""
+    from . import bench
+    from .io import atomic_write_json
+    gpu = device.startswith("cuda")
+    env = bench.environment(device)
+    click.echo(json.dumps(env))
+    rows = []
+    for m in models or tuple(bench.BENCH_MODELS):
+        if what == "attacks":
+            rows += bench.bench_attacks(m, batch=batch or (512 if gpu else 64), device=device, accel=accel,
+                                        attacks=attacks or ("fgsm", "pgd10", "pgd10-es"), repeats=repeats,
+                                        reference=not no_reference)
+        else:
+            rows += bench.bench_training(m, n_images=images or (50000 if gpu else 1024),
+                                         batch=batch or (512 if gpu else 128), device=device, accel=accel,
+                                         objectives=objectives or bench.TRAINING, repeats=max(1, repeats // 2),
+                                         reference=not no_reference)
+        for row in rows[-(len(attacks or "xxx") if what == "attacks" else len(objectives or bench.TRAINING)):]:
+            click.echo(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
+    if out:
+        atomic_write_json(out, {"environment": env, "accel": accel, "rows": rows})
+
+
 @main.command("runs")
 @click.option("--root", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
 def runs_cmd(root: Path) -> None:
