@@ -125,13 +125,19 @@ def test_sharded_evaluation_on_two_gloo_ranks_matches_one_process(tmp_path):
 
 def test_fast_path_resolution():
     from advlab.accel import FastModel, accelerate, resolve_accel
-    assert not resolve_accel("auto", "cpu").enabled  # off on CPU where it does not pay
+    cpu = resolve_accel("auto", "cpu")  # on CPUs only channels_last, which pays there and is exact
+    assert cpu.channels_last and cpu.dtype is None and not cpu.compile and cpu.exact
     assert resolve_accel("auto", "cuda").dtype == torch.bfloat16 and resolve_accel("auto", "cuda").compile
     assert resolve_accel("on", "cpu", compile=False).channels_last
     with pytest.raises(Exception, match="unknown accel mode"):
         resolve_accel("fast", "cpu")
     model = nn.Linear(4, 3)
     assert accelerate(model, "auto", "cpu") is model
+    conv = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 36, 3))
+    x = torch.rand(5, 1, 8, 8)
+    ref = conv(x)
+    fast_conv = accelerate(conv, "auto", "cpu")
+    assert isinstance(fast_conv, FastModel) and torch.allclose(fast_conv(x), ref, atol=1e-6)
     fast = accelerate(model, resolve_accel("on", "cpu", compile=False))
     assert isinstance(fast, FastModel) and fast(torch.rand(2, 4)).dtype == torch.float32
 

@@ -27,19 +27,27 @@ class FastPath:
     def enabled(self) -> bool:
         return self.dtype is not None or self.channels_last or self.compile
 
+    @property
+    def exact(self) -> bool:
+        """True when the path computes the same fp32 numbers (no autocast): nothing to verify."""
+        return self.dtype is None
+
     def describe(self) -> dict[str, object]:
         return {"autocast": str(self.dtype).replace("torch.", "") if self.dtype else None,
                 "channels_last": self.channels_last, "compile": self.compile}
 
 
 def resolve_accel(accel: str, device: torch.device | str, *, compile: bool | None = None) -> FastPath:
-    """The fast path for `accel` ('off', 'auto': on for CUDA only, 'on': bf16 + channels_last on any
-    device) on `device`; compile defaults to on for CUDA under 'auto'/'on'."""
+    """The fast path for `accel` on `device`: 'off'; 'auto': bf16 + channels_last + compile on CUDA,
+    channels_last alone (exact fp32) elsewhere; 'on': bf16 + channels_last on any device. compile
+    defaults to on for CUDA."""
     if accel not in ACCEL_MODES:
         raise AdvlabError(f"unknown accel mode {accel!r}; use one of {', '.join(ACCEL_MODES)}")
     dev = torch.device(device)
-    if accel == "off" or (accel == "auto" and dev.type != "cuda"):
+    if accel == "off":
         return FastPath()
+    if accel == "auto" and dev.type != "cuda":
+        return FastPath(channels_last=True)
     return FastPath(torch.bfloat16, channels_last=True, compile=(dev.type == "cuda") if compile is None else compile)
 
 
@@ -75,4 +83,6 @@ def accelerate(model: nn.Module, accel: str | FastPath = "auto", device: torch.d
             p = next(model.parameters(), None)
             device = p.device if p is not None else "cpu"
         path = resolve_accel(accel, device)
+    if path.dtype is None and not path.compile and not any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        return model  # channels_last alone changes nothing for a model without convolutions
     return FastModel(model, path) if path.enabled else model

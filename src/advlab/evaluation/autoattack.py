@@ -196,7 +196,9 @@ def evaluate_robustness(model: nn.Module, data: tuple[Tensor, Tensor], threat: T
 
     flags = list(prog["flags"])
     accel_info = None
-    if path.enabled:
+    if path.enabled and path.exact:
+        accel_info = {"path": path.describe(), "verified": "exact fp32 path, nothing to verify"}
+    elif path.enabled:
         accel_info = _verify_fast_path(reference_model, model, attacks[0], x_all, y_all, state, dev,
                                        verify_samples, piece)
         accel_info["path"] = path.describe()
