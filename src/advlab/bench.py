@@ -220,7 +220,7 @@ def bench_training(model_name: str = "madry_cnn", *, n_images: int = 2048, batch
         objective = build_objective(obj, s.threat, **kw)
         cfg = TrainConfig(epochs=1, batch_size=batch, lr=0.01, momentum=0.9, accel=accel)
         fns: dict[str, Callable[[], object]] = {
-            "advlab": lambda: Trainer(s.model, objective, cfg).fit(s.x, s.y)}
+            "advlab": lambda objective=objective, cfg=cfg: Trainer(s.model, objective, cfg).fit(s.x, s.y)}
         if reference and obj == "pgd_at":
             try:
                 fns["reference"] = _reference_pgd_at_epoch(s.model, s.x, s.y, s.threat.eps, s.step, batch)
