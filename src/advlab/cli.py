@@ -216,16 +216,17 @@ def bench_cmd(what: str, models: tuple[str, ...], device: str, accel: str, batch
     rows = []
     for m in models or tuple(bench.BENCH_MODELS):
         if what == "attacks":
-            rows += bench.bench_attacks(m, batch=batch or (512 if gpu else 64), device=device, accel=accel,
-                                        attacks=attacks or ("fgsm", "pgd10", "pgd10-es"), repeats=repeats,
-                                        reference=not no_reference)
+            new = bench.bench_attacks(m, batch=batch or (512 if gpu else 64), device=device, accel=accel,
+                                      attacks=attacks or ("fgsm", "pgd10", "pgd10-es"), repeats=repeats,
+                                      reference=not no_reference)
         else:
-            rows += bench.bench_training(m, n_images=images or (50000 if gpu else 1024),
-                                         batch=batch or (512 if gpu else 128), device=device, accel=accel,
-                                         objectives=objectives or bench.TRAINING, repeats=max(1, repeats // 2),
-                                         reference=not no_reference)
-        for row in rows[-(len(attacks or "xxx") if what == "attacks" else len(objectives or bench.TRAINING)):]:
+            new = bench.bench_training(m, n_images=images or (50000 if gpu else 1024),
+                                       batch=batch or (512 if gpu else 128), device=device, accel=accel,
+                                       objectives=objectives or bench.TRAINING, repeats=max(1, repeats // 2),
+                                       reference=not no_reference)
+        for row in new:
             click.echo(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
+        rows += new
     if out:
         atomic_write_json(out, {"environment": env, "accel": accel, "rows": rows})
 

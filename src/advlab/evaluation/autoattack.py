@@ -139,9 +139,11 @@ def evaluate_robustness(model: nn.Module, data: tuple[Tensor, Tensor], threat: T
     fingerprint = _fingerprint(x_all, y_all, threat, attacks, seed, path.describe())
 
     rank, world = dist_world()
+    own_state_path = state_path if rank == 0 else None  # only rank 0 writes
+    piece = batch_size  # may shrink on out-of-memory; chunks keep their size so that resume is exact
     state = _load_state(state_path, fingerprint, n, len(attacks))
     if state is None:
-        parts, batch_size = map_in_pieces(lambda a, b: predict(model, x_all[a:b].to(dev)).cpu(), n, batch_size,
+        parts, piece = map_in_pieces(lambda a, b: predict(model, x_all[a:b].to(dev)).cpu(), n, batch_size,
                                           what="clean batch")
         logits = torch.cat(parts)
         check_label_range(y_all, logits.shape[1])
@@ -154,12 +156,11 @@ def evaluate_robustness(model: nn.Module, data: tuple[Tensor, Tensor], threat: T
             state["x_adv"] = x_all.detach().cpu().clone()
         if checks:
             state["progress"]["flags"] += _input_checks(model, x_all, y_all, clean, dev)
-        _save_state(state_path if rank == 0 else None, state, fingerprint)
+        _save_state(own_state_path, state, fingerprint)
     elif keep_adversarials and "x_adv" not in state:
         state["x_adv"] = x_all.detach().cpu().clone()
 
     prog = state["progress"]
-    piece = batch_size  # may shrink on out-of-memory; chunks keep their size so that resume is exact
     for ai in range(prog["attack"], len(attacks)):
         attack = attacks[ai]
         if prog["chunk"] == 0:
@@ -189,10 +190,10 @@ def evaluate_robustness(model: nn.Module, data: tuple[Tensor, Tensor], threat: T
             done = min(prog["chunk"] + world, len(chunks))
             bar.update(done - prog["chunk"])
             prog["chunk"] = done
-            _save_state(state_path if rank == 0 else None, state, fingerprint)
+            _save_state(own_state_path, state, fingerprint)
         bar.close()
         prog["attack"], prog["chunk"] = ai + 1, 0
-        _save_state(state_path if rank == 0 else None, state, fingerprint)
+        _save_state(own_state_path, state, fingerprint)
 
     flags = list(prog["flags"])
     accel_info = None
@@ -230,12 +231,7 @@ def _verify_fast_path(reference: nn.Module, fast: nn.Module, attack: Attack, x: 
     fast_acc = float((~fast_res.success).float().mean())
     ref_acc = float((~ref_res.success).float().mean())
     only_ref = ref_res.success.cpu() & state["robust"][idx]
-    hit = idx[only_ref]
-    state["robust"][hit] = False
-    state["broken_by"][hit] = 0
-    state["adv_norms"][hit] = ref_res.norms.detach().float().cpu()[only_ref]
-    if "x_adv" in state:
-        state["x_adv"][hit] = ref_res.x_adv.detach().cpu()[only_ref].to(state["x_adv"].dtype)
+    _apply_round(state, 0, [(idx, only_ref, ref_res.norms.detach().float().cpu(), ref_res.x_adv.detach().cpu())])
     return {"n": int(idx.numel()), "attack": attack.name, "fast": fast_acc, "fp32": ref_acc,
             "difference": fast_acc - ref_acc, "within_tolerance": abs(fast_acc - ref_acc) <= 0.005,
             "merged_fp32_breaks": int(only_ref.sum())}
