@@ -103,6 +103,18 @@ def test_already_misclassified_points_are_left_alone(model_and_data):
     assert r.n_backward == 0
 
 
+def test_fixed_step_pgd_attacks_every_point_without_a_clean_pass(model_and_data):
+    """early_stop=False is Madry et al.'s training attack: every point, every step, one forward
+    pass per iterate (the last one's verifies success) and no separate clean pass."""
+    model, x, y = model_and_data
+    wrong = (y + 1) % 10
+    r = PGD(ThreatModel("linf", 0.1), steps=5, early_stop=False)(model, x, wrong)
+    assert bool(r.success.all())
+    assert not torch.equal(r.x_adv, x)
+    n = x.shape[0]
+    assert (r.n_forward, r.n_backward) == (6 * n, 5 * n)
+
+
 def test_different_seeds_give_different_random_starts(model_and_data):
     model, x, y = model_and_data
     th = ThreatModel("linf", 0.05)

@@ -87,6 +87,34 @@ def test_free_at_with_one_replay_is_fgsm_like():
     assert _same(model, ref), "the first replay trains on x + 0, i.e. one standard step"
 
 
+@pytest.mark.parametrize("name", ["fgsm_mixture", "pgd_at", "trades", "fgsm_rs", "free_at", "noise_mixture"])
+def test_eps_ramp_grows_the_threat_linearly_and_ends_at_the_configured_objective(name):
+    obj = OBJECTIVES[name]()
+    parts = [p for p in (obj, getattr(obj, "attack", None)) if p is not None and hasattr(p, "threat")]
+    sizes = [getattr(p, "step_size", None) for p in parts]
+    seen = []
+    original = obj.set_eps_scale
+    obj.set_eps_scale = lambda s: (seen.append(s), original(s))[1]
+    x, y = problem(n=64)
+    Trainer(net(), obj, TrainConfig(epochs=2, batch_size=32, lr=0.05, eps_ramp_epochs=1.5)).fit(x, y)
+    assert seen == pytest.approx([1 / 3, 2 / 3, 1.0, 1.0])
+    original(0.5)
+    assert all(p.threat.eps == pytest.approx(0.05) for p in parts)
+    assert [getattr(p, "step_size", None) for p in parts] == [s and pytest.approx(s / 2) for s in sizes]
+    original(1.0)
+    assert all(p.threat == TH for p in parts) and [getattr(p, "step_size", None) for p in parts] == sizes
+    with pytest.raises(Exception, match="eps scale"):
+        original(0.0)
+
+
+def test_eps_ramp_changes_training_and_off_means_unchanged():
+    ramped = _train(PGDAT(TH, steps=2))
+    x, y = problem()
+    model = net(dropout=0.3)
+    Trainer(model, PGDAT(TH, steps=2), TrainConfig(epochs=2, batch_size=32, lr=0.05, eps_ramp_epochs=1)).fit(x, y)
+    assert not _same(model, ramped)
+
+
 def test_catastrophic_overfitting_guard_fires_and_rolls_back(monkeypatch):
     x, y = problem()
     model = net()

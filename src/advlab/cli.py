@@ -259,7 +259,7 @@ PAPERS = ("goodfellow2015", "wen2020", "kumano2024")
 @main.command("reproduce")
 @click.argument("paper", type=click.Choice(list(PAPERS)))
 @click.option("--budget", type=click.Choice(["quick", "standard", "full", "tiny"]), default="quick",
-              show_default=True, help="quick: minutes on a CPU; standard (wen2020): ~15 min on a CPU; full: the "
+              show_default=True, help="quick: minutes on a CPU; standard (wen2020): ~25 min on a CPU; full: the "
               "paper's recipe (GPU advised); tiny: a smoke test.")
 @click.option("--seeds", default=1, show_default=True, help="Independent repetitions (mean ± std).")
 @click.option("--device", default="auto", show_default=True)

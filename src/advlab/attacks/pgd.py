@@ -79,7 +79,9 @@ class PGD(Attack):
     """Iterated steepest ascent with projection, random start, restarts and best iterate.
 
     steps: iterations per restart; step_size: absolute (default 2.5 * eps / steps);
-    early_stop: stop iterating on a sample once it is adversarial (its point is then kept);
+    early_stop: stop iterating on a sample once it is adversarial (its point is then kept), and skip
+    points that are misclassified to begin with; early_stop=False runs every step on every point
+    (Madry et al.'s training attack) and needs no clean forward pass;
     restarts: further random starts run only on samples not yet broken.
     """
 
@@ -100,6 +102,7 @@ class PGD(Attack):
         step_size_at(1.0, 0, 1, schedule)
         self.schedule = schedule
         self.early_stop = bool(early_stop)
+        self.skip_adversarial = self.early_stop
         self.l1_topk = positive_float("l1_topk", l1_topk)
 
     def _run(self, probe: ModelProbe, x: Tensor, y: Tensor, targets: Tensor | None,

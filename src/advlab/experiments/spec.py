@@ -70,6 +70,7 @@ class TrainSpec(_Strict):
     milestones: tuple[float, ...] = (0.5, 0.75)
     gamma: float = 0.1
     warmup: float = 0.0
+    eps_ramp_epochs: float = Field(0.0, ge=0)
     accel: Literal["off", "auto", "on"] = "off"   # the fast path (advlab.accel); auto = on for CUDA only
     amp: Literal["none", "bf16", "fp16"] = "none"
     channels_last: bool = False

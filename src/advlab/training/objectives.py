@@ -6,7 +6,7 @@ returns the scalar loss to back-propagate plus a few statistics. Free AT owns it
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -60,6 +60,21 @@ class Objective:
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name}
+
+    def set_eps_scale(self, scale: float) -> None:
+        """Shrink the training threat to `scale` x its configured eps, with every absolute step size
+        scaled alike: the trainer's eps ramp (large-eps PGD-AT from step 0 can collapse to a constant
+        prediction). scale=1 restores the configured objective exactly. No-op without a threat."""
+        if not 0.0 < scale <= 1.0:
+            raise AdvlabError(f"eps scale must be in (0, 1], got {scale}")
+        for part in (self, getattr(self, "attack", None)):
+            threat = getattr(part, "threat", None)
+            if threat is None or threat.norm == "l0":
+                continue
+            base = part.__dict__.setdefault("_eps_base", (threat, getattr(part, "step_size", None)))
+            part.threat = replace(base[0], eps=base[0].eps * scale)
+            if base[1] is not None:
+                part.step_size = base[1] * scale
 
 
 def _ce(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:

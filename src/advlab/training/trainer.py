@@ -49,6 +49,7 @@ class TrainConfig:
     milestones: tuple[float, ...] = (0.5, 0.75)
     gamma: float = 0.1
     warmup: float = 0.0
+    eps_ramp_epochs: float = 0.0        # grow the objective's eps linearly from ~0 to its value over these epochs
     seed: int = 0
     accel: str = "off"                  # off | auto | on: the fast path (bf16 + channels_last + compile on CUDA)
     amp: str = "none"                   # none | bf16 | fp16 (GPU)
@@ -208,6 +209,8 @@ class Trainer:
                     if "momentum" in g:
                         g["momentum"] = momentum_at(c.momentum, c.momentum_final,
                                                     epoch + step / steps_per_epoch, c.momentum_ramp_epochs)
+                if c.eps_ramp_epochs > 0:
+                    self.objective.set_eps_scale(min(1.0, (global_step + 1) / (c.eps_ramp_epochs * steps_per_epoch)))
                 ctx.seed = c.seed * 1_000_003 + global_step * 7 + self.rank
                 loss = self.objective.train_step(train_model, xb, yb, ctx)
                 loss_sum += loss.detach().double() * idx.numel()
