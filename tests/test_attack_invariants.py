@@ -16,6 +16,7 @@ ATTACKS = {
     "pgd": (("linf", "l2", "l1"), lambda th: PGD(th, steps=5, restarts=2)),
     "pgd-margin-cosine": (("linf", "l2", "l1"), lambda th: PGD(th, steps=5, loss="margin", schedule="cosine")),
     "pgd-dlr-no-early-stop": (("linf", "l2"), lambda th: PGD(th, steps=5, loss="dlr", early_stop=False)),
+    "pgd-check-every-3": (("linf", "l2"), lambda th: PGD(th, steps=7, check_every=3)),
     "pgd-targeted-shift": (("linf", "l2", "l1"), lambda th: PGD(th, steps=5, target=1)),
     "pgd-least-likely": (("linf", "l2"), lambda th: PGD(th, steps=5, target="least_likely")),
     "bim": (("linf", "l2"), lambda th: BIM(th, steps=5)),
@@ -101,6 +102,21 @@ def test_already_misclassified_points_are_left_alone(model_and_data):
     assert bool(r.success.all())
     assert torch.equal(r.x_adv, x)
     assert r.n_backward == 0
+
+
+def test_early_stop_checks_every_k_steps_find_a_superset_of_breaks(model_and_data):
+    model, x, y = model_and_data
+    mixed = 0
+    for eps in (0.01, 0.02, 0.05, 0.1, 0.2, 0.4):
+        th = ThreatModel("linf", eps)
+        eager = PGD(th, steps=9, check_every=1)(model, x, y)
+        lazy = PGD(th, steps=9, check_every=4)(model, x, y)
+        assert bool((lazy.success | ~eager.success).all()), eps
+        assert lazy.n_backward >= eager.n_backward
+        mixed += 0 < int(eager.success.sum()) < x.shape[0]
+    assert mixed, "no eps gave a mix of broken and robust points"
+    with pytest.raises(Exception, match="check_every"):
+        PGD(th, check_every=0)
 
 
 def test_fixed_step_pgd_attacks_every_point_without_a_clean_pass(model_and_data):
