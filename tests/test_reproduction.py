@@ -1,9 +1,11 @@
 """A miniature Goodfellow et al. 2015 reproduction (tiny models, a few hundred samples) end to end."""
 import json
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from advlab.analysis.diagnostics import spearman
 from advlab.cli import main
 
 
@@ -38,6 +40,8 @@ def test_wen2020_miniature_pipeline_and_analyze(mnist_cache, tmp_path):
     r = json.loads((out / "results.json").read_text())
     assert [x["eps"] for x in r["runs"]] == [0.0, 0.1, 0.2, 0.3]
     assert {row["id"] for row in r["rows"]} == {"W1", "W2", "W3", "W4", "W5"}
+    lip = [float(np.prod([v["largest_actual"] for v in x["layers"].values()])) for x in r["runs"]]
+    assert r["findings"]["W3"]["lipschitz_bound"] == pytest.approx(spearman([0.0, 0.1, 0.2, 0.3], lip))
     traj = r["trajectories"]["eps0.1-seed0"]
     assert any(k.startswith("diag_sigma_max/") for k in traj[0]) and "diag_confidence" in traj[0]
     assert (out / "report.html").exists()
