@@ -115,6 +115,42 @@ def test_eps_ramp_changes_training_and_off_means_unchanged():
     assert not _same(model, ramped)
 
 
+def test_weight_average_is_the_ema_of_the_trajectory_and_leaves_training_unchanged():
+    x, y = problem()
+    cfg = TrainConfig(epochs=2, batch_size=32, lr=0.05, seed=3)
+    plain, trajectory = net(), []
+    Trainer(plain, Standard(), cfg,
+            step_hook=lambda _: trajectory.append({k: v.clone() for k, v in plain.state_dict().items()})).fit(x, y)
+    averaged = net()
+    Trainer(averaged, Standard(), TrainConfig(epochs=2, batch_size=32, lr=0.05, seed=3, ema_decay=0.9)).fit(x, y)
+    expected = dict(trajectory[0])
+    for weights in trajectory[1:]:
+        expected = {k: 0.9 * expected[k] + 0.1 * weights[k] for k in expected}
+    for k, v in averaged.state_dict().items():
+        assert torch.allclose(v, expected[k], atol=1e-6), k
+    assert not _same(averaged, plain)
+    with pytest.raises(Exception, match="ema_decay"):
+        Trainer(net(), Standard(), TrainConfig(epochs=1, ema_decay=1.0)).fit(x, y)
+
+
+def test_resume_with_weight_average_is_exact(tmp_path):
+    x, y = problem()
+    cfg = TrainConfig(epochs=2, batch_size=32, lr=0.05, checkpoint_every=3, seed=1, ema_decay=0.8)
+    full = net(dropout=0.3)
+    Trainer(full, Standard(), cfg).fit(x, y, x[:64], y[:64])
+    ckpt = tmp_path / "ckpt.safetensors"
+
+    def die(step):
+        if step == 12:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(net(dropout=0.3), Standard(), cfg, checkpoint_path=ckpt, step_hook=die).fit(x, y, x[:64], y[:64])
+    resumed = net(dropout=0.3, seed=7)
+    Trainer(resumed, Standard(), cfg, checkpoint_path=ckpt).fit(x, y, x[:64], y[:64], resume=True)
+    assert _same(resumed, full)
+
+
 def test_catastrophic_overfitting_guard_fires_and_rolls_back(monkeypatch):
     x, y = problem()
     model = net()

@@ -71,6 +71,7 @@ class TrainSpec(_Strict):
     gamma: float = 0.1
     warmup: float = 0.0
     eps_ramp_epochs: float = Field(0.0, ge=0)
+    ema_decay: float = Field(0.0, ge=0, lt=1)   # weight averaging; 0 = off
     accel: Literal["off", "auto", "on"] = "off"   # the fast path (advlab.accel); auto = on for CUDA only
     amp: Literal["none", "bf16", "fp16"] = "none"
     channels_last: bool = False

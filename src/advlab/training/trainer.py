@@ -50,6 +50,8 @@ class TrainConfig:
     gamma: float = 0.1
     warmup: float = 0.0
     eps_ramp_epochs: float = 0.0        # grow the objective's eps linearly from ~0 to its value over these epochs
+    ema_decay: float = 0.0              # > 0: keep an exponential moving average of the weights (and buffers);
+                                        # validation uses it and the model ends with it
     seed: int = 0
     accel: str = "off"                  # off | auto | on: the fast path (bf16 + channels_last + compile on CUDA)
     amp: str = "none"                   # none | bf16 | fp16 (GPU)
@@ -136,17 +138,19 @@ class Trainer:
             return {}
         n = min(self.cfg.val_samples, x_val.shape[0])
         xv, yv = x_val[:n], y_val[:n]
-        out = {"val_error": 1 - float((predict(self.model, xv).argmax(1) == yv).float().mean())}
+        model = self._ema.module if self._ema is not None else self.model
+        out = {"val_error": 1 - float((predict(model, xv).argmax(1) == yv).float().mean())}
         if self.cfg.monitor == "val_adv_error":
-            out["val_adv_error"] = 1 - self._pgd_accuracy(xv[:1000], yv[:1000])
+            out["val_adv_error"] = 1 - self._pgd_accuracy(xv[:1000], yv[:1000], model)
         return out
 
-    def _pgd_accuracy(self, x: Tensor, y: Tensor) -> float:
+    def _pgd_accuracy(self, x: Tensor, y: Tensor, model: nn.Module | None = None) -> float:
         if not self.cfg.monitor_threat:
             raise AdvlabError("monitor 'val_adv_error' and the CO guard need monitor_threat")
         th = ThreatModel(**self.cfg.monitor_threat)
         attack = PGD(th, steps=self.cfg.monitor_pgd_steps, step_size=2.5 * th.eps / self.cfg.monitor_pgd_steps)
-        hits = sum(int((~attack(self.model, x[i:i + 500], y[i:i + 500]).success).sum())
+        model = model if model is not None else self.model
+        hits = sum(int((~attack(model, x[i:i + 500], y[i:i + 500]).success).sum())
                    for i in range(0, x.shape[0], 500))
         return hits / x.shape[0]
 
@@ -172,6 +176,12 @@ class Trainer:
                  "bad_epochs": 0, "co_best": None, "co_fired": False, "stopped_early": False,
                  "config": c.fingerprint()}
         best_weights: dict[str, Tensor] | None = None
+        self._ema = None
+        if c.ema_decay > 0:
+            if not c.ema_decay < 1:
+                raise AdvlabError(f"ema_decay must be in [0, 1), got {c.ema_decay}")
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+            self._ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(c.ema_decay), use_buffers=True)
         resumed = resume and self.checkpoint_path is not None and self.checkpoint_path.exists()
         if not resumed:
             torch.manual_seed(c.seed)  # dropout draws; a resumed run restores the saved RNG state instead
@@ -180,6 +190,11 @@ class Trainer:
             if state.get("config") != c.fingerprint():
                 raise AdvlabError(f"{self.checkpoint_path} was written with another training config")
             best_weights = {k[len("best."):]: v.to(device) for k, v in extra.items() if k.startswith("best.")} or None
+            if self._ema is not None:
+                ema = {k[len("ema."):]: v.to(device) for k, v in extra.items() if k.startswith("ema.")}
+                if not ema:
+                    raise AdvlabError(f"{self.checkpoint_path} has no weight average to resume (ema_decay > 0)")
+                self._ema.load_state_dict(ema)
             if "delta" in extra and hasattr(self.objective, "delta"):
                 self.objective.delta = extra["delta"].to(device)
         ctx = StepContext(optimizer=self.optimizer, seed=c.seed, after_step=lambda: apply_constraints(model),
@@ -213,6 +228,8 @@ class Trainer:
                     self.objective.set_eps_scale(min(1.0, (global_step + 1) / (c.eps_ramp_epochs * steps_per_epoch)))
                 ctx.seed = c.seed * 1_000_003 + global_step * 7 + self.rank
                 loss = self.objective.train_step(train_model, xb, yb, ctx)
+                if self._ema is not None:
+                    self._ema.update_parameters(model)
                 loss_sum += loss.detach().double() * idx.numel()
                 state["loss_count"] = state.get("loss_count", 0) + idx.numel()
                 state["step"] = step + 1
@@ -243,6 +260,8 @@ class Trainer:
             self._save(state, best_weights)
         if best_weights is not None and c.early_stopping_patience:
             model.load_state_dict(best_weights)
+        elif self._ema is not None:
+            model.load_state_dict(self._ema.module.state_dict())
         return TrainResult(state["history"], state["best_epoch"], state["stopped_early"], state["co_fired"],
                            time.perf_counter() - t0)
 
@@ -260,7 +279,8 @@ class Trainer:
         metric = record[c.monitor]
         if state["best_metric"] is None or metric < state["best_metric"]:
             state["best_metric"], state["best_epoch"], state["bad_epochs"] = metric, record["epoch"], 0
-            return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            kept = self._ema.module if self._ema is not None else self.model
+            return {k: v.detach().clone() for k, v in kept.state_dict().items()}
         state["bad_epochs"] += 1
         if state["bad_epochs"] >= c.early_stopping_patience:
             state["stopped_early"] = True
@@ -289,6 +309,7 @@ class Trainer:
         return False
 
     _good_weights: dict[str, Tensor] | None = None
+    _ema: nn.Module | None = None  # torch.optim.swa_utils.AveragedModel while fitting with ema_decay > 0
 
     def _save(self, state: dict, best_weights: dict | None) -> None:
         if self.checkpoint_path is None or self.rank != 0:
@@ -297,4 +318,6 @@ class Trainer:
         delta = getattr(self.objective, "delta", None)
         if isinstance(delta, Tensor):
             extra["delta"] = delta
+        if self._ema is not None:
+            extra.update({f"ema.{k}": v for k, v in self._ema.state_dict().items()})
         save_checkpoint(self.checkpoint_path, self.model, self.optimizer, state, extra)
