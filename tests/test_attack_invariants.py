@@ -104,6 +104,23 @@ def test_already_misclassified_points_are_left_alone(model_and_data):
     assert r.n_backward == 0
 
 
+@pytest.mark.parametrize("name,norm", [("fgsm", "linf"), ("pgd", "l2"), ("pgd-dlr-no-early-stop", "linf"),
+                                       ("noise-sign", "linf"), ("apgd-ce", "linf")])
+def test_perturb_returns_the_same_points_with_no_more_forward_passes(model_and_data, name, norm):
+    model, x, y = model_and_data
+    calls = []
+    handle = model.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    full = _build(name, norm)(model, x, y)
+    n_call = sum(calls)
+    calls.clear()
+    lean = _build(name, norm).perturb(model, x, y)
+    handle.remove()
+    assert torch.equal(lean, full.x_adv)
+    assert sum(calls) <= n_call
+    if name in ("fgsm", "noise-sign"):
+        assert sum(calls) == n_call - x.shape[0], "the verifying forward pass is skipped"
+
+
 def test_early_stop_checks_every_k_steps_find_a_superset_of_breaks(model_and_data):
     model, x, y = model_and_data
     mixed = 0

@@ -155,6 +155,17 @@ class Attack(ABC):
         eval_mode=False keeps the model's own train/eval flags while attacking (e.g. to craft
         training examples with BatchNorm in train mode); parameter gradients are off either way.
         """
+        return self._execute(model, x, y, targets, eval_mode, verify=True)
+
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor, *, targets: Tensor | None = None,
+                eval_mode: bool = True) -> Tensor:
+        """Only the adversarial inputs (the same as `__call__(...).x_adv`), without the verifying
+        forward pass that per-sample success costs where the attack did not evaluate its output
+        (FGSM, fixed-map attacks): what training objectives need."""
+        return self._execute(model, x, y, targets, eval_mode, verify=False).x_adv
+
+    def _execute(self, model: nn.Module, x: Tensor, y: Tensor, targets: Tensor | None, eval_mode: bool,
+                 verify: bool) -> AttackResult:
         start = time.perf_counter()
         self.threat.check_inputs(x)
         y = check_labels(y, x.shape[0], x.device)
@@ -203,8 +214,9 @@ class Attack(ABC):
             if not verified or final is None:
                 # the attack did not evaluate its output points: make them feasible and look
                 x_adv = self._finalize(x, x_adv)
-                final = probe.logits(x_adv)
-            success = is_successful(final, y, targets)
+                final = probe.logits(x_adv) if verify else None
+            # unverified (perturb): success is unknown and reported as False; only x_adv is handed out
+            success = is_successful(final, y, targets) if final is not None else torch.zeros_like(todo)
         return AttackResult(
             x_adv=x_adv, success=success, norms=self.threat.distance(x, x_adv), loss=loss,
             n_forward=probe.n_forward, n_backward=probe.n_backward, targets=targets, seed=seed,

@@ -56,7 +56,7 @@ class Objective:
 
     def _craft(self, attack: Any, model: nn.Module, x: Tensor, y: Tensor, seed: int) -> Tensor:
         attack.seed = seed
-        return attack(model, x, y, eval_mode=self.craft_in_eval).x_adv.detach()
+        return attack.perturb(model, x, y, eval_mode=self.craft_in_eval).detach()
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name}
