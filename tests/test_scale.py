@@ -173,6 +173,9 @@ def test_trainer_fast_path_option():
     cfg = TrainConfig(epochs=3, batch_size=32, lr=0.05, accel="on")
     trainer = Trainer(model, Standard(), cfg)
     assert trainer._fast_settings(torch.device("cpu"))[:2] == ("bf16", True)
+    # auto on a CPU is channels_last alone: never CPU autocast, which is many times slower there
+    assert Trainer(model, Standard(), TrainConfig(accel="auto"))._fast_settings(torch.device("cpu")) == (
+        "none", True, False)
     assert trainer._fast_settings(torch.device("cpu")) != Trainer(model, Standard(), TrainConfig())._fast_settings(
         torch.device("cpu"))
     hist = trainer.fit(x, y).history

@@ -118,7 +118,8 @@ class Trainer:
         path = resolve_accel(c.accel, device)
         if not path.enabled:
             return c.amp, c.channels_last, c.compile
-        return (c.amp if c.amp != "none" else "bf16"), True, c.compile or path.compile
+        amp = c.amp if c.amp != "none" else ("bf16" if path.dtype == torch.bfloat16 else "none")
+        return amp, c.channels_last or path.channels_last, c.compile or path.compile
 
     def _autocast(self, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
         amp = self._fast_settings(device)[0]
