@@ -56,6 +56,7 @@ class ModelProbe:
         self.n_forward = 0
         self.n_backward = 0
         self._labels_to_check = labels
+        self.verify = True  # False under Attack.perturb: the caller needs x_adv only, not verified success
 
     def _check(self, out: object, n: int) -> Tensor:
         if not isinstance(out, Tensor):
@@ -159,9 +160,10 @@ class Attack(ABC):
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor, *, targets: Tensor | None = None,
                 eval_mode: bool = True) -> Tensor:
-        """Only the adversarial inputs (the same as `__call__(...).x_adv`), without the verifying
-        forward pass that per-sample success costs where the attack did not evaluate its output
-        (FGSM, fixed-map attacks): what training objectives need."""
+        """Only the adversarial inputs, without the verifying forward pass that per-sample success
+        costs where the attack did not evaluate its output (FGSM, fixed maps): what training
+        objectives need. The same points as `__call__(...).x_adv`, except fixed-step PGD, which
+        returns its last iterate (Madry et al.'s training attack) instead of the best one."""
         return self._execute(model, x, y, targets, eval_mode, verify=False).x_adv
 
     def _execute(self, model: nn.Module, x: Tensor, y: Tensor, targets: Tensor | None, eval_mode: bool,
@@ -175,6 +177,7 @@ class Attack(ABC):
         gen, seed = make_generator(self.seed, x.device)
         with attack_mode(model, eval_mode=eval_mode):
             probe = ModelProbe(model, labels=(y, targets))
+            probe.verify = verify
             # a clean forward pass is needed to skip points that are already adversarial and to
             # derive targets from the clean prediction; otherwise labels are checked on first output
             clean = probe.logits(x) if (self.skip_adversarial or (targets is None and self.target)) else None

@@ -53,6 +53,11 @@ class BestIterate:
         self.logits[ids] = torch.where(better[:, None], logits.to(self.logits.dtype), self.logits[ids])
         self.seen[ids] = True
 
+    def take(self, ids: Tensor, x: Tensor) -> None:
+        """Keep x for samples `ids` unevaluated (its success unknown, so no logits are handed over)."""
+        self.x[ids] = x.to(self.x.dtype)
+        self.seen[ids] = False
+
     def observe(self, probe: ModelProbe, ids: Tensor, x: Tensor, y: Tensor, t: Tensor | None,
                 loss: str, need_grad: bool) -> tuple[Tensor, Tensor | None]:
         """Evaluate the iterate x of samples `ids` (with its input gradient if needed), record it,
@@ -132,6 +137,9 @@ class PGD(Attack):
         # linf: the feasible set is a box, so step + projection fuse into add + one clamp
         lo, hi = self.threat.linf_box(xs) if self.threat.norm == "linf" else (None, None)
         for k in range(self.steps + 1):
+            if k == self.steps and not (self.early_stop or probe.verify):
+                best.take(ids, cur)  # perturb(): Madry's last iterate, without the forward pass that checks it
+                break
             success, grad = best.observe(probe, ids, cur, ys, ts, self.loss, need_grad=k < self.steps)
             if k == self.steps:
                 break
