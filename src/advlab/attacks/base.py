@@ -50,13 +50,13 @@ class ModelProbe:
     """Calls the model on behalf of an attack and counts forward/backward passes (in samples)."""
 
     def __init__(self, model: nn.Module, num_classes: int | None = None,
-                 labels: tuple[Tensor | None, ...] = ()) -> None:
+                 labels: tuple[Tensor | None, ...] = (), verify: bool = True) -> None:
         self.model = model
         self.num_classes = num_classes
         self.n_forward = 0
         self.n_backward = 0
         self._labels_to_check = labels
-        self.verify = True  # False under Attack.perturb: the caller needs x_adv only, not verified success
+        self.verify = verify  # False under Attack.perturb: the caller needs x_adv only, not verified success
 
     def _check(self, out: object, n: int) -> Tensor:
         if not isinstance(out, Tensor):
@@ -176,8 +176,7 @@ class Attack(ABC):
         x = x.detach()
         gen, seed = make_generator(self.seed, x.device)
         with attack_mode(model, eval_mode=eval_mode):
-            probe = ModelProbe(model, labels=(y, targets))
-            probe.verify = verify
+            probe = ModelProbe(model, labels=(y, targets), verify=verify)
             # a clean forward pass is needed to skip points that are already adversarial and to
             # derive targets from the clean prediction; otherwise labels are checked on first output
             clean = probe.logits(x) if (self.skip_adversarial or (targets is None and self.target)) else None

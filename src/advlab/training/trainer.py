@@ -101,6 +101,8 @@ class Trainer:
                     if n.startswith(pre) and c > 0]
         if config.l1 and not self._l1:
             raise AdvlabError(f"l1 prefixes {list(config.l1)} match no parameter of the model")
+        if not 0 <= config.ema_decay < 1:
+            raise AdvlabError(f"ema_decay must be in [0, 1), got {config.ema_decay}")
 
     # ------------------------------------------------------------------ setup
     def _make_optimizer(self) -> torch.optim.Optimizer:
@@ -139,11 +141,15 @@ class Trainer:
             return {}
         n = min(self.cfg.val_samples, x_val.shape[0])
         xv, yv = x_val[:n], y_val[:n]
-        model = self._ema.module if self._ema is not None else self.model
+        model = self._kept_model()
         out = {"val_error": 1 - float((predict(model, xv).argmax(1) == yv).float().mean())}
         if self.cfg.monitor == "val_adv_error":
             out["val_adv_error"] = 1 - self._pgd_accuracy(xv[:1000], yv[:1000], model)
         return out
+
+    def _kept_model(self) -> nn.Module:
+        """The weights training hands back: the running average when ema_decay > 0, else the model."""
+        return self._ema.module if self._ema is not None else self.model
 
     def _pgd_accuracy(self, x: Tensor, y: Tensor, model: nn.Module | None = None) -> float:
         if not self.cfg.monitor_threat:
@@ -179,8 +185,6 @@ class Trainer:
         best_weights: dict[str, Tensor] | None = None
         self._ema = None
         if c.ema_decay > 0:
-            if not c.ema_decay < 1:
-                raise AdvlabError(f"ema_decay must be in [0, 1), got {c.ema_decay}")
             from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
             self._ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(c.ema_decay), use_buffers=True)
         resumed = resume and self.checkpoint_path is not None and self.checkpoint_path.exists()
@@ -280,8 +284,7 @@ class Trainer:
         metric = record[c.monitor]
         if state["best_metric"] is None or metric < state["best_metric"]:
             state["best_metric"], state["best_epoch"], state["bad_epochs"] = metric, record["epoch"], 0
-            kept = self._ema.module if self._ema is not None else self.model
-            return {k: v.detach().clone() for k, v in kept.state_dict().items()}
+            return {k: v.detach().clone() for k, v in self._kept_model().state_dict().items()}
         state["bad_epochs"] += 1
         if state["bad_epochs"] >= c.early_stopping_patience:
             state["stopped_early"] = True
