@@ -198,7 +198,14 @@ def test_bench_rows_and_cli(tmp_path):
     assert [r["attack"] for r in rows] == ["fgsm", "pgd10"]
     for r in rows:
         assert r["advlab_images_per_s"] > 0 and r["advlab_floor_ratio"] > 0 and r["speedup_vs_torchattacks"] > 0
+        assert r["speedup_min"] <= r["speedup_vs_torchattacks"] <= r["speedup_max"]
+        assert r["advlab_perturb_images_per_s"] > 0 and r["speedup_x_adv_only"] > 0
         assert 0 < r["advlab_tflops"] < 10 * r["peak_tflops"]
+    # the reference's same-output variant reports what advlab's call reports: which points were fooled
+    fgsm_ref = bench._torchattacks_attack("fgsm", s)
+    fooled = bench._with_accuracy(fgsm_ref, s.model, s.y)()
+    ours = bench._advlab_attack("fgsm", s)[1](s.model, s.x, s.y)
+    assert torch.equal(fooled, ours.success)
     out = tmp_path / "bench.json"
     res = CliRunner().invoke(main, ["bench", "train", "--model", "madry_cnn", "--objective", "fgsm_rs",
                                     "--images", "16", "--batch", "8", "--repeats", "1", "--out", str(out)])

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from . import __version__
 from .accel import FastPath, accelerate, resolve_accel
-from .attacks import APGD, FGSM, PGD
+from .attacks import APGD, FGSM, PGD, Attack
 from .errors import AdvlabError
 from .models import build_model
 from .threat import ThreatModel
@@ -124,20 +124,20 @@ def setup(model_name: str, batch: int, device: str | torch.device, accel: str = 
     return BenchSetup(model_name, model, accelerate(model, path), path, x, y, ThreatModel("linf", eps), step)
 
 
-def _advlab_attack(name: str, s: BenchSetup) -> tuple[int, Callable[[], object]]:
-    th, m = s.threat, s.fast
+def _advlab_attack(name: str, s: BenchSetup) -> tuple[int, Attack]:
+    th = s.threat
     if name == "fgsm":
-        return 1, lambda: FGSM(th)(m, s.x, s.y)
+        return 1, FGSM(th)
     if name == "pgd10":
-        return 10, lambda: PGD(th, steps=10, step_size=s.step, early_stop=False)(m, s.x, s.y)
+        return 10, PGD(th, steps=10, step_size=s.step, early_stop=False)
     if name == "pgd10-es":
-        return 10, lambda: PGD(th, steps=10, step_size=s.step)(m, s.x, s.y)
+        return 10, PGD(th, steps=10, step_size=s.step)
     if name == "apgd100":
-        return 100, lambda: APGD(th, steps=100, early_stop=False)(m, s.x, s.y)
+        return 100, APGD(th, steps=100, early_stop=False)
     raise AdvlabError(f"unknown benchmark attack {name!r}; use one of {', '.join(ATTACKS)}")
 
 
-def _torchattacks_attack(name: str, s: BenchSetup) -> Callable[[], object] | None:
+def _torchattacks_attack(name: str, s: BenchSetup) -> Callable[[], Tensor] | None:
     try:
         import torchattacks
     except ImportError:
@@ -152,11 +152,29 @@ def _torchattacks_attack(name: str, s: BenchSetup) -> Callable[[], object] | Non
     return lambda: atk(s.x, s.y)
 
 
+def _with_accuracy(craft: Callable[[], Tensor], model: nn.Module, y: Tensor) -> Callable[[], Tensor]:
+    """The reference's attack plus the forward pass that tells which points it fooled: the same
+    output as advlab's attack call (x_adv and per-sample success)."""
+    def run() -> Tensor:
+        x_adv = craft()
+        with torch.no_grad():
+            return model(x_adv).argmax(1) != y
+    return run
+
+
+def _speedups(ours: list[float], ref: list[float]) -> tuple[float, float, float]:
+    """Paired median, min and max of reference time / advlab time (> 1: advlab faster)."""
+    r = [b / a for a, b in zip(ours, ref)]
+    return statistics.median(r), min(r), max(r)
+
+
 def bench_attacks(model_name: str = "madry_cnn", *, batch: int = 256, device: str = "cpu", accel: str = "auto",
                   attacks: tuple[str, ...] = ("fgsm", "pgd10", "pgd10-es"), repeats: int = 5,
                   reference: bool = True) -> list[dict[str, Any]]:
     """One row per attack: advlab (fast path as `accel` resolves on `device`) and torchattacks
-    (PyTorch defaults, fp32), timed in the same run."""
+    (PyTorch defaults, fp32), timed in the same run on like outputs: advlab's call (x_adv and
+    per-sample success) against torchattacks plus the forward pass that finds its successes, and
+    advlab's `perturb` (x_adv only) against torchattacks alone."""
     s = setup(model_name, batch, device, accel)
     dev = s.x.device
     floor = floor_seconds(s.model, s.x, s.y)
@@ -164,25 +182,31 @@ def bench_attacks(model_name: str = "madry_cnn", *, batch: int = 256, device: st
     peak = matmul_peak_tflops(dev, s.path.dtype or torch.float32)
     rows = []
     for name in attacks:
-        steps, ours = _advlab_attack(name, s)
-        fns: dict[str, Callable[[], object]] = {"advlab": ours}
+        steps, attack = _advlab_attack(name, s)
+        fns: dict[str, Callable[[], object]] = {
+            "advlab": lambda a=attack: a(s.fast, s.x, s.y),
+            "advlab_perturb": lambda a=attack: a.perturb(s.fast, s.x, s.y)}
         ref = _torchattacks_attack(name, s) if reference else None
         if ref is not None:
             fns["torchattacks"] = ref
+            fns["torchattacks_acc"] = _with_accuracy(ref, s.model, s.y)
         t = paired_times(fns, repeats if steps < 100 else max(2, repeats // 2), dev)
         med = {k: statistics.median(v) for k, v in t.items()}
         row: dict[str, Any] = {
             "model": model_name, "attack": name, "batch": batch, "steps": steps,
             "advlab_images_per_s": batch / med["advlab"],
+            "advlab_perturb_images_per_s": batch / med["advlab_perturb"],
             "advlab_floor_ratio": med["advlab"] / (steps * floor),
             "advlab_tflops": steps * flops / med["advlab"] / 1e12,
             "floor_images_per_s": batch / floor, "peak_tflops": peak,
         }
-        if "torchattacks" in med:
-            ratios = [a / b for a, b in zip(t["advlab"], t["torchattacks"])]
+        if ref is not None:
+            same, lo, hi = _speedups(t["advlab"], t["torchattacks_acc"])
+            only, lo2, hi2 = _speedups(t["advlab_perturb"], t["torchattacks"])
             row.update(torchattacks_images_per_s=batch / med["torchattacks"],
-                       speedup_vs_torchattacks=statistics.median([1 / r for r in ratios]),
-                       speedup_min=min(1 / r for r in ratios), speedup_max=max(1 / r for r in ratios))
+                       torchattacks_acc_images_per_s=batch / med["torchattacks_acc"],
+                       speedup_vs_torchattacks=same, speedup_min=lo, speedup_max=hi,
+                       speedup_x_adv_only=only, speedup_x_adv_only_min=lo2, speedup_x_adv_only_max=hi2)
         rows.append(row)
     return rows
 
