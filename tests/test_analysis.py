@@ -123,3 +123,23 @@ def test_strided_conv_spectrum_is_exact_on_small_inputs():
         lambda x: F.conv2d(x, conv.weight.double(), None, 2, 1), (2, 10, 10)))
     assert torch.allclose(spec[0].singular_values.double(), exact[:spec[0].singular_values.numel()], rtol=1e-4)
     assert spec[0].stats()["spread"] == spec[0].stats()["spread"]  # not NaN
+
+
+def test_batchnorm_cnn_spectra_fold_every_norm():
+    """fast_mnist_cnn(batchnorm=True): each hidden layer's spectrum is that of the layer followed by
+    its BatchNorm (the function the network computes in eval mode), dense layers included."""
+    from advlab.models import build_model
+    torch.manual_seed(0)
+    net = build_model("fast_mnist_cnn", batchnorm=True)
+    for m in net.modules():
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+    net.eval()
+    spec = layer_spectra(net, torch.rand(1, 1, 28, 28))
+    assert [s.kind for s in spec] == ["conv", "conv", "dense", "dense"]
+    fc, bn = net[7], net[8]
+    scale = bn.weight.detach() / (bn.running_var + bn.eps).sqrt()
+    exact = torch.linalg.svdvals((fc.weight * scale[:, None]).double())
+    assert torch.allclose(spec[2].singular_values.double(), exact, rtol=1e-5)
+    assert torch.allclose(spec[3].singular_values.double(), torch.linalg.svdvals(net[10].weight.double()), rtol=1e-5)

@@ -139,13 +139,17 @@ def madry_cnn(in_channels: int = 1, num_classes: int = 10, normalize: bool | tup
 
 
 @register("fast_mnist_cnn")
-def fast_mnist_cnn(in_channels: int = 1, num_classes: int = 10) -> nn.Module:
+def fast_mnist_cnn(in_channels: int = 1, num_classes: int = 10, batchnorm: bool = False) -> nn.Module:
     """The small MNIST CNN of Wong, Rice, Kolter 2020 (fast adversarial training): two strided
-    4x4 convolutions (16, 32 channels), a 100-unit dense layer."""
+    4x4 convolutions (16, 32 channels), a 100-unit dense layer. `batchnorm` puts a BatchNorm after
+    each hidden layer (before its ReLU), as in the normalized networks Wen et al. 2020 measure."""
+    def norm(kind: type[nn.Module], n: int) -> list[nn.Module]:
+        return [kind(n)] if batchnorm else []
     return nn.Sequential(
-        nn.Conv2d(in_channels, 16, 4, stride=2, padding=1), nn.ReLU(),
-        nn.Conv2d(16, 32, 4, stride=2, padding=1), nn.ReLU(),
-        nn.Flatten(), nn.Linear(32 * 7 * 7, 100), nn.ReLU(), nn.Linear(100, num_classes))
+        nn.Conv2d(in_channels, 16, 4, stride=2, padding=1, bias=not batchnorm), *norm(nn.BatchNorm2d, 16), nn.ReLU(),
+        nn.Conv2d(16, 32, 4, stride=2, padding=1, bias=not batchnorm), *norm(nn.BatchNorm2d, 32), nn.ReLU(),
+        nn.Flatten(), nn.Linear(32 * 7 * 7, 100, bias=not batchnorm), *norm(nn.BatchNorm1d, 100), nn.ReLU(),
+        nn.Linear(100, num_classes))
 
 
 class _BasicBlock(nn.Module):

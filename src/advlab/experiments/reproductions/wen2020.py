@@ -32,6 +32,7 @@ class WenBudget:
     n_eval: int                   # test points for clean accuracy (the costlier measures use <= 500)
     train_samples: int | None
     model: str = "fast_mnist_cnn"
+    model_args: tuple[tuple[str, Any], ...] = ()  # keyword arguments of the model, as (name, value) pairs
     eps_ramp_epochs: float = 0.0  # PGD-AT's eps grows linearly over these first epochs
     schedule: str = "constant"    # Adam's learning-rate schedule (a decaying one lets eps = 0 converge)
 
@@ -52,7 +53,7 @@ WEN_BUDGETS = {
 
 def _train_one(eps: float, b: WenBudget, train, val, seed: int, out: Path, log: Callable[[str], None]):
     torch.manual_seed(seed)
-    model = build_model(b.model).to(train.x.device)
+    model = build_model(b.model, **dict(b.model_args)).to(train.x.device)
     path = out / "models" / f"eps{eps:g}-seed{seed}.safetensors"
     if path.exists():
         return load_weights(path, model).eval(), []
