@@ -42,6 +42,9 @@ def test_wen2020_miniature_pipeline_and_analyze(mnist_cache, tmp_path):
     assert {row["id"] for row in r["rows"]} == {"W1", "W2", "W3", "W4", "W5"}
     lip = [float(np.prod([v["largest_actual"] for v in x["layers"].values()])) for x in r["runs"]]
     assert r["findings"]["W3"]["lipschitz_bound"] == pytest.approx(spearman([0.0, 0.1, 0.2, 0.3], lip))
+    sr = {n: spearman([0.0, 0.1, 0.2, 0.3], [x["layers"][n]["stable_rank"] for x in r["runs"]])
+          for n in r["runs"][0]["layers"]}
+    assert r["findings"]["W3"]["share_stable_rank_rises"] == pytest.approx(np.mean([v > 0 for v in sr.values()]))
     traj = r["trajectories"]["eps0.1-seed0"]
     assert any(k.startswith("diag_sigma_max/") for k in traj[0]) and "diag_confidence" in traj[0]
     assert (out / "report.html").exists()
