@@ -143,3 +143,11 @@ def test_batchnorm_cnn_spectra_fold_every_norm():
     exact = torch.linalg.svdvals((fc.weight * scale[:, None]).double())
     assert torch.allclose(spec[2].singular_values.double(), exact, rtol=1e-5)
     assert torch.allclose(spec[3].singular_values.double(), torch.linalg.svdvals(net[10].weight.double()), rtol=1e-5)
+
+
+def test_spearman_exact_fractions_and_ties():
+    from advlab.analysis.diagnostics import spearman
+    # 4 points, one adjacent swap: 1 - 6 * 2 / (4 * 15) = 0.8 exactly, so a "<= -0.8" check holds
+    assert spearman([0.0, 0.1, 0.2, 0.3], [0.9897, 0.9915, 0.9890, 0.9833]) == -0.8
+    assert spearman([1, 2, 3], [3, 2, 1]) == -1.0
+    assert spearman([1, 2, 3, 4], [1, 1, 2, 2]) == pytest.approx(0.894427191, abs=1e-9)  # average ranks for ties

@@ -29,7 +29,9 @@ def epoch_diagnostics(model: nn.Module, x: Tensor, y: Tensor, power_iters: int =
 
 
 def spearman(a: list[float], b: list[float]) -> float:
-    """Spearman rank correlation (average ranks for ties)."""
+    """Spearman rank correlation (average ranks for ties), rounded to 12 digits: for a few points it is
+    a simple fraction (e.g. -0.8 for 4 points with one swap), and a threshold check on it must not
+    fail on float noise such as -0.7999999999999998."""
     def ranks(v: list[float]) -> Tensor:
         t = torch.tensor(v, dtype=torch.float64)
         order = t.argsort()
@@ -42,4 +44,4 @@ def spearman(a: list[float], b: list[float]) -> float:
     ra, rb = ranks(a), ranks(b)
     ra, rb = ra - ra.mean(), rb - rb.mean()
     denom = float(ra.norm() * rb.norm())
-    return float((ra * rb).sum()) / denom if denom > 0 else float("nan")
+    return round(float((ra * rb).sum()) / denom, 12) if denom > 0 else float("nan")
