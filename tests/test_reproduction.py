@@ -3,6 +3,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from advlab.analysis.diagnostics import spearman
@@ -67,3 +68,21 @@ def test_analyze_cli_on_a_run(mnist_cache, tmp_path):
     assert json.loads((tmp_path / "a.json").read_text())["layers"].keys() == a["layers"].keys()
     no_name = CliRunner().invoke(main, ["analyze", str(run / "model.safetensors")])
     assert no_name.exit_code != 0 and "--model" in no_name.output
+
+
+@pytest.mark.parametrize("paper", ["goodfellow2015", "kumano2024"])
+@pytest.mark.parametrize("budget", ["standard", "standard-bn"])
+def test_wen_only_budgets_are_refused_elsewhere(paper, budget, tmp_path):
+    res = CliRunner().invoke(main, ["reproduce", paper, "--budget", budget, "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2 and "exists for wen2020 only" in res.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_standard_bn_budget_is_the_standard_recipe_on_the_batchnorm_cnn():
+    from advlab.experiments.reproductions.wen2020 import WEN_BUDGETS
+    from advlab.models import build_model
+    std, bn = WEN_BUDGETS["standard"], WEN_BUDGETS["standard-bn"]
+    assert (bn.epochs, bn.pgd_steps, bn.eps_ramp_epochs, bn.schedule, bn.n_eval) == \
+        (std.epochs, std.pgd_steps, std.eps_ramp_epochs, std.schedule, std.n_eval)
+    model = build_model(bn.model, **dict(bn.model_args))
+    assert sum(isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)) for m in model.modules()) == 3
