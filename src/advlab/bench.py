@@ -152,6 +152,40 @@ def _torchattacks_attack(name: str, s: BenchSetup) -> Callable[[], Tensor] | Non
     return lambda: atk(s.x, s.y)
 
 
+def _art_attack(name: str, s: BenchSetup) -> Callable[[], Tensor] | None:
+    """IBM ART's attack of the same name and budget on the same fp32 model (numpy in, numpy out, as
+    ART users call it); the result is turned back into a tensor on the model's device."""
+    try:
+        import numpy as np
+        from art.attacks.evasion import AutoProjectedGradientDescent, FastGradientMethod, \
+            ProjectedGradientDescentPyTorch
+        from art.estimators.classification import PyTorchClassifier
+    except ImportError:
+        return None
+    with torch.no_grad():
+        classes = int(s.model(s.x[:1]).shape[1])
+    clf = PyTorchClassifier(model=s.model, loss=nn.CrossEntropyLoss(), input_shape=tuple(s.x.shape[1:]),
+                            nb_classes=classes, clip_values=(0.0, 1.0),
+                            device_type="gpu" if s.x.is_cuda else "cpu")
+    eps, batch = s.threat.eps, s.x.shape[0]
+    if name == "fgsm":
+        atk: Any = FastGradientMethod(clf, norm=np.inf, eps=eps, batch_size=batch)
+    elif name in ("pgd10", "pgd10-es"):
+        atk = ProjectedGradientDescentPyTorch(clf, norm=np.inf, eps=eps, eps_step=s.step, max_iter=10,
+                                              num_random_init=1, batch_size=batch, verbose=False)
+    else:
+        atk = AutoProjectedGradientDescent(clf, norm=np.inf, eps=eps, eps_step=2 * eps, max_iter=100,
+                                           nb_random_init=1, batch_size=batch, loss_type="cross_entropy",
+                                           verbose=False)
+    x_np, y_np = s.x.cpu().numpy(), s.y.cpu().numpy()
+    return lambda: torch.from_numpy(atk.generate(x_np, y=y_np)).to(s.x.device)
+
+
+REFERENCES: dict[str, Callable[[str, BenchSetup], Callable[[], Tensor] | None]] = {
+    "torchattacks": _torchattacks_attack, "art": _art_attack}
+"""Peer libraries timed beside advlab (each skipped when not installed)."""
+
+
 def _with_accuracy(craft: Callable[[], Tensor], model: nn.Module, y: Tensor) -> Callable[[], Tensor]:
     """The reference's attack plus the forward pass that tells which points it fooled: the same
     output as advlab's attack call (x_adv and per-sample success)."""
@@ -170,11 +204,15 @@ def _speedups(ours: list[float], ref: list[float]) -> tuple[float, float, float]
 
 def bench_attacks(model_name: str = "madry_cnn", *, batch: int = 256, device: str = "cpu", accel: str = "auto",
                   attacks: tuple[str, ...] = ("fgsm", "pgd10", "pgd10-es"), repeats: int = 5,
-                  reference: bool = True) -> list[dict[str, Any]]:
-    """One row per attack: advlab (fast path as `accel` resolves on `device`) and torchattacks
-    (PyTorch defaults, fp32), timed in the same run on like outputs: advlab's call (x_adv and
-    per-sample success) against torchattacks plus the forward pass that finds its successes, and
-    advlab's `perturb` (x_adv only) against torchattacks alone."""
+                  references: tuple[str, ...] = tuple(REFERENCES)) -> list[dict[str, Any]]:
+    """One row per attack: advlab (fast path as `accel` resolves on `device`) and each installed
+    reference library (PyTorch defaults, fp32), timed in the same run on like outputs: advlab's call
+    (x_adv and per-sample success) against the reference plus the forward pass that finds its
+    successes (`speedup_vs_<ref>`), and advlab's `perturb` (x_adv only) against the reference alone
+    (`speedup_x_adv_only_vs_<ref>`)."""
+    unknown = set(references) - set(REFERENCES)
+    if unknown:
+        raise AdvlabError(f"unknown reference {sorted(unknown)}; use {', '.join(REFERENCES)}")
     s = setup(model_name, batch, device, accel)
     dev = s.x.device
     floor = floor_seconds(s.model, s.x, s.y)
@@ -186,10 +224,13 @@ def bench_attacks(model_name: str = "madry_cnn", *, batch: int = 256, device: st
         fns: dict[str, Callable[[], object]] = {
             "advlab": lambda a=attack: a(s.fast, s.x, s.y),
             "advlab_perturb": lambda a=attack: a.perturb(s.fast, s.x, s.y)}
-        ref = _torchattacks_attack(name, s) if reference else None
-        if ref is not None:
-            fns["torchattacks"] = ref
-            fns["torchattacks_acc"] = _with_accuracy(ref, s.model, s.y)
+        found = []
+        for ref_name in references:
+            ref = REFERENCES[ref_name](name, s)
+            if ref is not None:
+                found.append(ref_name)
+                fns[ref_name] = ref
+                fns[f"{ref_name}_acc"] = _with_accuracy(ref, s.model, s.y)
         t = paired_times(fns, repeats if steps < 100 else max(2, repeats // 2), dev)
         med = {k: statistics.median(v) for k, v in t.items()}
         row: dict[str, Any] = {
@@ -200,13 +241,14 @@ def bench_attacks(model_name: str = "madry_cnn", *, batch: int = 256, device: st
             "advlab_tflops": steps * flops / med["advlab"] / 1e12,
             "floor_images_per_s": batch / floor, "peak_tflops": peak,
         }
-        if ref is not None:
-            same, lo, hi = _speedups(t["advlab"], t["torchattacks_acc"])
-            only, lo2, hi2 = _speedups(t["advlab_perturb"], t["torchattacks"])
-            row.update(torchattacks_images_per_s=batch / med["torchattacks"],
-                       torchattacks_acc_images_per_s=batch / med["torchattacks_acc"],
-                       speedup_vs_torchattacks=same, speedup_min=lo, speedup_max=hi,
-                       speedup_x_adv_only=only, speedup_x_adv_only_min=lo2, speedup_x_adv_only_max=hi2)
+        for ref_name in found:
+            same, lo, hi = _speedups(t["advlab"], t[f"{ref_name}_acc"])
+            only, lo2, hi2 = _speedups(t["advlab_perturb"], t[ref_name])
+            row.update({f"{ref_name}_images_per_s": batch / med[ref_name],
+                        f"{ref_name}_acc_images_per_s": batch / med[f"{ref_name}_acc"],
+                        f"speedup_vs_{ref_name}": same, f"speedup_vs_{ref_name}_min": lo,
+                        f"speedup_vs_{ref_name}_max": hi, f"speedup_x_adv_only_vs_{ref_name}": only,
+                        f"speedup_x_adv_only_vs_{ref_name}_min": lo2, f"speedup_x_adv_only_vs_{ref_name}_max": hi2})
         rows.append(row)
     return rows
 
@@ -268,9 +310,9 @@ def environment(device: str | torch.device) -> dict[str, Any]:
                            "machine": platform.machine(), "threads": torch.get_num_threads(), "device": str(dev)}
     if dev.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(dev)
-    try:
-        import torchattacks
-        env["torchattacks"] = torchattacks.__version__
-    except ImportError:
-        env["torchattacks"] = None
+    for module in ("torchattacks", "art"):
+        try:
+            env[module] = __import__(module).__version__
+        except ImportError:
+            env[module] = None
     return env

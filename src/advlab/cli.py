@@ -201,13 +201,16 @@ def eval_cmd(run_dir: Path, norm: str, eps: float, suite: str, n_samples: int, b
 @click.option("--objective", "objectives", multiple=True, type=click.Choice(["pgd_at", "fgsm_rs", "trades"]))
 @click.option("--images", type=int, default=None, help="Training images per epoch (default 50000 GPU, 1024 CPU).")
 @click.option("--repeats", type=int, default=5, show_default=True)
-@click.option("--no-reference", is_flag=True, help="Skip the torchattacks reference.")
+@click.option("--reference", "references", multiple=True, type=click.Choice(["torchattacks", "art"]),
+              help="Peer libraries to time beside advlab (default: every one installed).")
+@click.option("--no-reference", is_flag=True, help="Time advlab only.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write the rows as JSON.")
 def bench_cmd(what: str, models: tuple[str, ...], device: str, accel: str, batch: int | None,
               attacks: tuple[str, ...], objectives: tuple[str, ...], images: int | None, repeats: int,
-              no_reference: bool, out: Path | None) -> None:
-    """Time attacks or training epochs against torchattacks in the same run (images/s, speed-up,
-    ratio to the forward+backward floor, TFLOP/s against the measured matmul peak)."""
+              references: tuple[str, ...], no_reference: bool, out: Path | None) -> None:
+    """Time attacks or training epochs against peer libraries (torchattacks, ART) in the same run
+    (images/s, speed-up on like outputs, ratio to the forward+backward floor, TFLOP/s against the
+    measured matmul peak)."""
     from . import bench
     from .io import atomic_write_json
     gpu = device.startswith("cuda")
@@ -218,7 +221,7 @@ def bench_cmd(what: str, models: tuple[str, ...], device: str, accel: str, batch
         if what == "attacks":
             new = bench.bench_attacks(m, batch=batch or (512 if gpu else 64), device=device, accel=accel,
                                       attacks=attacks or ("fgsm", "pgd10", "pgd10-es"), repeats=repeats,
-                                      reference=not no_reference)
+                                      references=() if no_reference else (references or tuple(bench.REFERENCES)))
         else:
             new = bench.bench_training(m, n_images=images or (50000 if gpu else 1024),
                                        batch=batch or (512 if gpu else 128), device=device, accel=accel,
