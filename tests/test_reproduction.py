@@ -86,3 +86,28 @@ def test_standard_bn_budget_is_the_standard_recipe_on_the_batchnorm_cnn():
         (std.epochs, std.pgd_steps, std.eps_ramp_epochs, std.schedule, std.n_eval)
     model = build_model(bn.model, **dict(bn.model_args))
     assert sum(isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)) for m in model.modules()) == 3
+
+
+def test_wen2020_on_cifar10_files(tmp_path, monkeypatch):
+    """The CIFAR-10 path end to end on small files in the binary CIFAR-10 format (random images: the
+    pipeline, not the findings): 32x32x3 inputs, eps in units of 1/255, W1's robust accuracy at 8/255."""
+    data = tmp_path / "cifar"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]:
+        x, y = rng.integers(0, 256, (40, 3072)).astype(np.uint8), rng.integers(0, 10, 40).astype(np.uint8)
+        (data / f"{name}.bin").write_bytes(np.concatenate([y[:, None], x], 1).tobytes())
+    monkeypatch.setenv("ADVLAB_CIFAR10", str(data))
+    out = tmp_path / "wen"
+    res = CliRunner().invoke(main, ["reproduce", "wen2020", "--dataset", "cifar10", "--budget", "tiny",
+                                    "--out", str(out), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    r = json.loads((out / "results.json").read_text())
+    assert r["dataset"] == "cifar10" and r["budget_settings"]["model"] == "small_cnn"
+    assert [round(x["eps"] * 255) for x in r["runs"]] == [0, 4, 8, 16]
+    assert all(x["ref_eps"] == pytest.approx(8 / 255) and 0 <= x["robust_acc_ref"] <= 1 for x in r["runs"])
+    assert r["runs"][2]["robust_acc_ref"] == r["runs"][2]["robust_acc_own_eps"]  # its own eps is the reference
+    assert any("8/255" in row["quantity"] or "0.03137" in row["quantity"] for row in r["rows"])
+    assert (out / "report.md").read_text().startswith("# Wen") and "CIFAR-10" in (out / "report.md").read_text()
+    bad = CliRunner().invoke(main, ["reproduce", "wen2020", "--dataset", "cifar10", "--budget", "standard-bn"])
+    assert bad.exit_code == 2 and "has budgets" in bad.output

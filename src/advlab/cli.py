@@ -269,18 +269,27 @@ PAPERS = ("goodfellow2015", "wen2020", "kumano2024")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory (reused to resume).")
 @click.option("--dataset", type=click.Choice(["mnist", "fashion_mnist", "cifar10"]), default="mnist",
-              show_default=True, help="kumano2024 only: Fashion-MNIST / CIFAR-10 need their files locally.")
+              show_default=True, help="kumano2024 and wen2020 (CIFAR-10: PreActResNet-18, eps in units of 1/255); "
+              "Fashion-MNIST / CIFAR-10 need their files locally (ADVLAB_CIFAR10 or the cache).")
 def reproduce_cmd(paper: str, budget: str, seeds: int, device: str, out: Path | None, dataset: str) -> None:
-    """Reproduce a paper's experiments on MNIST and write results.json and a report."""
+    """Reproduce a paper's experiments (on MNIST unless --dataset says otherwise) and write
+    results.json and a report."""
     from .experiments.runner import resolve_device
     run, report = _reproduction(paper)
     if budget.startswith("standard") and paper != "wen2020":
         raise click.UsageError(f"budget {budget!r} exists for wen2020 only; {paper} has quick, full and tiny")
-    if dataset != "mnist" and paper != "kumano2024":
-        raise click.UsageError(f"--dataset applies to kumano2024 only; {paper} runs on MNIST")
+    if dataset != "mnist" and paper == "goodfellow2015":
+        raise click.UsageError("--dataset applies to kumano2024 and wen2020; goodfellow2015 runs on MNIST")
+    if paper == "wen2020":
+        from .errors import AdvlabError
+        from .experiments.reproductions.wen2020 import wen_budget
+        try:
+            wen_budget(budget, dataset)
+        except AdvlabError as e:
+            raise click.UsageError(str(e)) from None
     suffix = "" if dataset == "mnist" else f"-{dataset}"
     out = out or Path("runs") / f"{paper}-{budget}{suffix}"
-    extra = {"dataset": dataset} if paper == "kumano2024" else {}
+    extra = {"dataset": dataset} if paper != "goodfellow2015" else {}
     run(out, budget, seeds, str(resolve_device(device)), log=click.echo, **extra)
     md, html_path = report(out)
     click.echo(md.read_text().split("## Paper vs advlab")[1].split("##")[0])
