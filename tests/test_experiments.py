@@ -130,3 +130,21 @@ def test_torchrun_two_processes_match_one_process(mnist_cache, tmp_path):
     assert b["worst_case"]["robust_accuracy"] == pytest.approx(a["worst_case"]["robust_accuracy"], abs=0.05)
     assert len(RunDir(multi).metrics()) == 1  # one writer
     assert json.loads((multi / "env.json").read_text())["world_size"] == 2
+
+
+@pytest.mark.mnist
+def test_gpu_trades_recipe_runs_in_miniature(mnist_cache, tmp_path):
+    """The #7 MNIST recipe is sized for a GPU; here its pipeline (TRADES, eps ramp, weight averaging, the
+    held-out validation split, the fast path resolved for the CPU) runs on a few hundred images."""
+    out = tmp_path / "trades"
+    res = CliRunner().invoke(main, [
+        "run", "mnist_trades_gpu", "--out", str(out), "--device", "cpu", "--set", "data.train_samples=300",
+        "--set", "train.epochs=2", "--set", "train.eps_ramp_epochs=1", "--set", "data.val_samples=100",
+        "--set", "train.objective_args={beta=6.0, steps=2, step_size=0.15}", "--set", "model.name=\"mlp\"",
+        "--set", "eval.samples=50", "--set", "eval.suite=\"fast\""])
+    assert res.exit_code == 0, res.output
+    spec = load_spec(out / "config.toml")
+    assert spec.train.objective == "trades" and spec.train.ema_decay == 0.999 and spec.data.val_split == "valid"
+    results = RunDir(out).results()
+    assert results["n_eval"] == 50 and len(RunDir(out).metrics()) == 2
+    assert results["worst_case"]["robust_accuracy"] <= results["attacks"]["pgd40"]["robust_accuracy"] + 1e-9
