@@ -71,7 +71,7 @@ def test_analyze_cli_on_a_run(mnist_cache, tmp_path):
 
 
 @pytest.mark.parametrize("paper", ["goodfellow2015", "kumano2024"])
-@pytest.mark.parametrize("budget", ["standard", "standard-bn"])
+@pytest.mark.parametrize("budget", ["standard", "standard-bn", "standard-mlp"])
 def test_wen_only_budgets_are_refused_elsewhere(paper, budget, tmp_path):
     res = CliRunner().invoke(main, ["reproduce", paper, "--budget", budget, "--out", str(tmp_path / "r")])
     assert res.exit_code == 2 and "exists for wen2020 only" in res.output

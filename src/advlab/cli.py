@@ -261,10 +261,11 @@ PAPERS = ("goodfellow2015", "wen2020", "kumano2024")
 
 @main.command("reproduce")
 @click.argument("paper", type=click.Choice(list(PAPERS)))
-@click.option("--budget", type=click.Choice(["quick", "standard", "standard-bn", "full", "tiny"]), default="quick",
-              show_default=True, help="quick: minutes on a CPU; standard (wen2020): ~25 min on a CPU; standard-bn "
-              "(wen2020): the same on the CNN with BatchNorm; full: the paper's recipe (GPU advised); tiny: a "
-              "smoke test.")
+@click.option("--budget", type=click.Choice(["quick", "standard", "standard-bn", "standard-mlp", "full", "tiny"]),
+              default="quick", show_default=True,
+              help="quick: minutes on a CPU; standard (wen2020): ~25 min on a CPU; standard-bn / standard-mlp "
+              "(wen2020): the same on the CNN with BatchNorm / on an MLP; full: the paper's recipe (GPU advised); "
+              "tiny: a smoke test.")
 @click.option("--seeds", default=1, show_default=True, help="Independent repetitions (mean ± std).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory (reused to resume).")
