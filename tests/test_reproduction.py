@@ -46,6 +46,10 @@ def test_wen2020_miniature_pipeline_and_analyze(mnist_cache, tmp_path):
     sr = {n: spearman([0.0, 0.1, 0.2, 0.3], [x["layers"][n]["stable_rank"] for x in r["runs"]])
           for n in r["runs"][0]["layers"]}
     assert r["findings"]["W3"]["share_stable_rank_rises"] == pytest.approx(np.mean([v > 0 for v in sr.values()]))
+    sd = [spearman([0.0, 0.1, 0.2, 0.3], [x["layers"][n]["std"] for x in r["runs"]]) for n in r["runs"][0]["layers"]]
+    assert r["findings"]["W3"]["share_std_strong"] == pytest.approx(np.mean([v <= -0.8 for v in sd]))
+    for x in r["runs"]:  # std / largest is the relative spread
+        assert all(v["std"] == pytest.approx(v["spread"] * v["largest"]) for v in x["layers"].values())
     traj = r["trajectories"]["eps0.1-seed0"]
     assert any(k.startswith("diag_sigma_max/") for k in traj[0]) and "diag_confidence" in traj[0]
     assert (out / "report.html").exists()

@@ -87,7 +87,7 @@ class LayerSpectrum:
         nonzero = s[s > 1e-12 * top] if top > 0 else s
         spread = float(s.std() / top) if top > 0 and len(s) > 1 else float("nan")
         return {"largest": top, "largest_actual": self.top_power if self.top_power is not None else top,
-                "mean": float(s.mean()), "spread": spread,
+                "mean": float(s.mean()), "std": float(s.std()) if len(s) > 1 else float("nan"), "spread": spread,
                 "stable_rank": float((s ** 2).sum() / top ** 2) if top > 0 else 0.0,
                 "condition": float(top / nonzero[-1]) if len(nonzero) else float("inf")}
 
