@@ -85,9 +85,10 @@ class LayerSpectrum:
         s = self.singular_values.double()
         top = float(s[0])
         nonzero = s[s > 1e-12 * top] if top > 0 else s
-        spread = float(s.std() / top) if top > 0 and len(s) > 1 else float("nan")
+        std = float(s.std()) if len(s) > 1 else float("nan")
+        spread = std / top if top > 0 else float("nan")  # relative spread: std / largest
         return {"largest": top, "largest_actual": self.top_power if self.top_power is not None else top,
-                "mean": float(s.mean()), "std": float(s.std()) if len(s) > 1 else float("nan"), "spread": spread,
+                "mean": float(s.mean()), "std": std, "spread": spread,
                 "stable_rank": float((s ** 2).sum() / top ** 2) if top > 0 else 0.0,
                 "condition": float(top / nonzero[-1]) if len(nonzero) else float("inf")}
 
