@@ -75,11 +75,28 @@ def test_analyze_cli_on_a_run(mnist_cache, tmp_path):
 
 
 @pytest.mark.parametrize("paper", ["goodfellow2015", "kumano2024"])
-@pytest.mark.parametrize("budget", ["standard", "standard-bn", "standard-mlp"])
+@pytest.mark.parametrize("budget", ["standard", "standard-bn", "standard-mlp", "standard-mlp-sgd"])
 def test_wen_only_budgets_are_refused_elsewhere(paper, budget, tmp_path):
     res = CliRunner().invoke(main, ["reproduce", paper, "--budget", budget, "--out", str(tmp_path / "r")])
     assert res.exit_code == 2 and "exists for wen2020 only" in res.output
     assert not (tmp_path / "r").exists()
+
+
+def test_every_wen_budget_is_a_cli_choice():
+    from advlab.cli import BUDGETS
+    from advlab.experiments.reproductions.wen2020 import WEN_BUDGETS, WEN_CIFAR10_BUDGETS
+    assert set(WEN_BUDGETS) | set(WEN_CIFAR10_BUDGETS) <= set(BUDGETS)
+
+
+@pytest.mark.parametrize("twin", ["standard-mlp", "standard-bn"])
+def test_sgd_budgets_change_only_the_optimizer_and_length(twin):
+    """The *-sgd budgets are their Adam twins with the paper's optimizer: SGD, momentum, weight decay."""
+    from dataclasses import replace
+    from advlab.experiments.reproductions.wen2020 import WEN_BUDGETS
+    adam, sgd = WEN_BUDGETS[twin], WEN_BUDGETS[twin + "-sgd"]
+    assert (sgd.optimizer, sgd.momentum, sgd.weight_decay) == ("sgd", 0.9, 5e-4) and sgd.epochs > adam.epochs
+    assert replace(sgd, optimizer=adam.optimizer, lr=adam.lr, momentum=adam.momentum,
+                   weight_decay=adam.weight_decay, epochs=adam.epochs) == adam
 
 
 def test_standard_bn_budget_is_the_standard_recipe_on_the_batchnorm_cnn():
