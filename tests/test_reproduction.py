@@ -8,6 +8,8 @@ from click.testing import CliRunner
 
 from advlab.analysis.diagnostics import spearman
 from advlab.cli import main
+from advlab.errors import AdvlabError
+from advlab.experiments.reproductions.wen2020 import compare_settings, layer_kinds
 
 
 @pytest.mark.mnist
@@ -53,6 +55,37 @@ def test_wen2020_miniature_pipeline_and_analyze(mnist_cache, tmp_path):
     traj = r["trajectories"]["eps0.1-seed0"]
     assert any(k.startswith("diag_sigma_max/") for k in traj[0]) and "diag_confidence" in traj[0]
     assert (out / "report.html").exists()
+    # W3 per kind of layer: the kinds are stored, and older results get the same ones from the architecture
+    kinds = r["runs"][0]["layer_kinds"]
+    assert kinds == {"0": "conv", "2": "conv", "5": "dense", "7": "dense"}
+    assert layer_kinds({**r, "runs": [{k: v for k, v in x.items() if k != "layer_kinds"} for x in r["runs"]]}) == kinds
+    largest = {n: spearman([0.0, 0.1, 0.2, 0.3], [x["layers"][n]["largest_actual"] for x in r["runs"]]) for n in kinds}
+    by_kind = r["findings"]["W3"]["by_kind"]
+    assert by_kind["conv"]["n"] == 2 and by_kind["dense"]["n"] == 2
+    assert by_kind["conv"]["largest_falls"] == np.mean([largest[n] < 0 for n in ("0", "2")])
+    assert any(row["quantity"].startswith("convolutions (2)") for row in r["rows"])
+    # several settings side by side
+    table = tmp_path / "compare.md"
+    res = CliRunner().invoke(main, ["report", str(out), str(out), "--compare", str(table)])
+    assert res.exit_code == 0, res.output
+    lines = table.read_text().splitlines()
+    assert len(lines) == 4 and lines[2].startswith("| wen |") and " of 2 |" in lines[2]
+
+
+def test_compare_refuses_other_papers_and_empty_dirs(tmp_path):
+    other = tmp_path / "k"
+    other.mkdir()
+    (other / "results.json").write_text(json.dumps({"paper": "kumano2024"}))
+    res = CliRunner().invoke(main, ["report", str(other), "--compare", str(tmp_path / "c.md")])
+    assert res.exit_code == 2 and "wen2020 runs only" in res.output
+    empty = tmp_path / "e"
+    empty.mkdir()
+    res = CliRunner().invoke(main, ["report", str(empty)])
+    assert res.exit_code == 2 and "no reproduction results" in res.output
+    with pytest.raises(AdvlabError, match="not wen2020"):
+        compare_settings([other])
+    with pytest.raises(AdvlabError, match="at least one"):
+        compare_settings([])
 
 
 @pytest.mark.mnist

@@ -299,14 +299,29 @@ def reproduce_cmd(paper: str, budget: str, seeds: int, device: str, out: Path | 
 
 
 @main.command("report")
-@click.argument("run_dir", type=click.Path(exists=True, path_type=Path))
-def report_cmd(run_dir: Path) -> None:
-    """Regenerate a reproduction's report.md / report.html from its results.json."""
-    paper = json.loads((run_dir / "results.json").read_text()).get("paper")
-    if paper not in PAPERS:
-        raise click.UsageError(f"{run_dir} holds no reproduction results")
-    md, html_path = _reproduction(paper)[1](run_dir)
-    click.echo(f"wrote {md} and {html_path}")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--compare", "compare_md", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="wen2020 only: also write one markdown table of the runs' verdicts side by side to this file.")
+def report_cmd(run_dirs: tuple[Path, ...], compare_md: Path | None) -> None:
+    """Regenerate reproductions' report.md / report.html from their results.json (and, with --compare,
+    a side-by-side table of several wen2020 settings)."""
+    papers = []
+    for run_dir in run_dirs:
+        results = run_dir / "results.json"
+        paper = json.loads(results.read_text()).get("paper") if results.is_file() else None
+        if paper not in PAPERS:
+            raise click.UsageError(f"{run_dir} holds no reproduction results")
+        papers.append(paper)
+    if compare_md is not None and set(papers) != {"wen2020"}:
+        raise click.UsageError("--compare takes wen2020 runs only")
+    for run_dir, paper in zip(run_dirs, papers):
+        md, html_path = _reproduction(paper)[1](run_dir)
+        click.echo(f"wrote {md} and {html_path}")
+    if compare_md is not None:
+        from .experiments.reproductions.wen2020 import compare_settings
+        from .io import atomic_write_bytes
+        atomic_write_bytes(compare_md, compare_settings(list(run_dirs)).encode())
+        click.echo(f"wrote {compare_md}")
 
 
 @main.command("analyze")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -149,6 +149,7 @@ def _measure(model, eps: float, train, test, seed: int, ref_eps: float = 0.1) ->
     out["robust_acc_ref"], out["ref_eps"] = out[f"robust_acc@{ref_eps:g}"], ref_eps
     spec = layer_spectra(model, x[:1], power_iters=30)
     out["layers"] = {s.name: s.stats() for s in spec}
+    out["layer_kinds"] = {s.name: s.kind for s in spec}
     mt = margin_report(model, x[:500], y[:500], norm="l2", near=(0.5, 1.0, 2.0))
     mtr = margin_report(model, train.x[:500], train.y[:500], norm="l2", instance=False)
     out["test_confidence"] = mt["summary"]["confidence"]["mean"]
@@ -186,7 +187,7 @@ def run_wen2020(out: Path, budget: str = "quick", seeds: int = 1, device: str = 
     results = {"paper": "wen2020", "dataset": dataset, "budget": budget, "budget_settings": b.__dict__, "seeds": seeds,
                "seconds": time.perf_counter() - t0, **provenance(device),
                "runs": runs, "trajectories": trajectories}
-    results["findings"] = findings(runs)
+    results["findings"] = findings(runs, layer_kinds(results))
     results["rows"] = finding_rows(results["findings"])
     atomic_write_json(out / "results.json", results)
     return results
@@ -197,7 +198,33 @@ def _std(stats: dict[str, float]) -> float:
     return stats["std"] if "std" in stats else stats["spread"] * stats["largest"]
 
 
-def findings(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def layer_kinds(results: dict[str, Any]) -> dict[str, str]:
+    """conv | dense per measured layer: stored by newer runs, else read off the budget's architecture."""
+    runs = results["runs"]
+    if "layer_kinds" in runs[0]:
+        return dict(runs[0]["layer_kinds"])
+    b = results["budget_settings"]
+    modules = dict(build_model(b["model"], **{k: v for k, v in b.get("model_args", [])}).named_modules())
+    kinds = {}
+    for name in runs[0]["layers"]:
+        if name not in modules:
+            raise AdvlabError(f"layer {name!r} of the stored results is not in {b['model']}")
+        kinds[name] = "conv" if isinstance(modules[name], torch.nn.Conv2d) else "dense"
+    return kinds
+
+
+def _by_kind(layer_corr: dict[str, dict[str, float]], kinds: dict[str, str]) -> dict[str, dict[str, float]]:
+    """W3 per kind of layer: convolutions and dense layers of the same network can move in opposite ways."""
+    out = {}
+    for kind in sorted(set(kinds.values())):
+        corr = [c for n, c in layer_corr.items() if kinds.get(n) == kind]
+        out[kind] = {"n": len(corr), **{f"{k}_falls": float(np.mean([c[k] < 0 for c in corr]))
+                                        for k in ("largest", "std", "spread")}}
+    return out
+
+
+def findings(runs: list[dict[str, Any]], kinds: dict[str, str] | None = None) -> dict[str, Any]:
+    """W1-W5 as rank correlations with eps; `kinds` (layer -> conv | dense) adds W3 per kind of layer."""
     eps = [r["eps"] for r in runs]
     corr = lambda key: spearman(eps, [r[key] for r in runs])  # noqa: E731
     layers = list(runs[0]["layers"])
@@ -221,7 +248,8 @@ def findings(runs: list[dict[str, Any]]) -> dict[str, Any]:
                # stable rank = sum s_i^2 / s_max^2 rises when the spectrum flattens (more uniform values)
                "share_stable_rank_rises": float(np.mean([c["stable_rank"] > 0 for c in layer_corr.values()])),
                "share_std_strong": float(np.mean([c["std"] <= -0.8 for c in layer_corr.values()])),
-               "lipschitz_bound": spearman(eps, lipschitz)},
+               "lipschitz_bound": spearman(eps, lipschitz),
+               **({"by_kind": _by_kind(layer_corr, kinds)} if kinds else {})},
         "W4": {"test_confidence": corr("test_confidence"), "train_confidence": corr("train_confidence"),
                "test_margin": corr("test_margin"), "instance_margin_correct": corr("instance_margin_correct"),
                "near_boundary": corr("near_boundary_l2_1")},
@@ -231,6 +259,9 @@ def findings(runs: list[dict[str, Any]]) -> dict[str, Any]:
                "uniformity": {n: spearman(eps, [r["smoothness"][n]["uniformity"] for r in runs])
                               for n in smooth_layers}},
     }
+
+
+_KIND_NAMES = {"conv": "convolutions", "dense": "dense layers"}
 
 
 def finding_rows(f: dict[str, Any]) -> list[dict[str, Any]]:
@@ -255,6 +286,10 @@ def finding_rows(f: dict[str, Any]) -> list[dict[str, Any]]:
             "paper": 1.0, "ours": w3["share_stable_rank_rises"]}] if "share_stable_rank_rises" in w3 else []),
         *([{"id": "W3", "quantity": "share of layers with rank corr(eps, std of singular values) <= -0.8",
             "paper": 1.0, "ours": w3["share_std_strong"]}] if "share_std_strong" in w3 else []),
+        *[{"id": "W3", "quantity": f"{_KIND_NAMES[kind]} ({k['n']}): share whose {what} falls with eps",
+           "paper": 1.0, "ours": k[f"{key}_falls"]}
+          for kind, k in w3.get("by_kind", {}).items()
+          for key, what in (("largest", "largest singular value"), ("spread", "spread (std / largest)"))],
         {"id": "W3", "quantity": "share of layers with rank corr(eps, spread) <= -0.8", "paper": 1.0,
          "ours": w3["share_spread_strong"], "check": "> 50%", "holds": w3["share_spread_strong"] > 0.5},
         {"id": "W4", "quantity": "rank corr(eps, mean test confidence)", "paper": -1.0, "pct": False,
@@ -322,3 +357,47 @@ def write_wen_report(run_dir: Path) -> tuple[Path, Path]:
                          "smoothness_per_layer": smooth_plot},
                         {k: r[k] for k in ("dataset", "budget", "budget_settings", "seeds", "seconds", "command",
                                            "versions", "hardware", "note") if k in r})
+
+
+def _pct(v: float) -> str:
+    return f"{v:.0%}"
+
+
+def _kind_cell(w3: dict[str, Any], kind: str) -> str:
+    """'largest falls / spread falls of n' for one kind of layer, '-' where the network has none."""
+    k = w3["by_kind"].get(kind)
+    return f"{_pct(k['largest_falls'])} / {_pct(k['spread_falls'])} of {k['n']}" if k else "-"
+
+
+def compare_settings(run_dirs: list[Path]) -> str:
+    """One markdown table of the W1-W5 verdicts of several wen2020 runs (architectures, optimizers), with
+    W3 split into convolutions and dense layers: how much a finding depends on the setting."""
+    if not run_dirs:
+        raise AdvlabError("compare_settings needs at least one wen2020 run directory")
+    head = ("| run | model | optimizer | eps | W1 clean acc | W2 gap | W3 largest falls | W3 std <= -0.8 | "
+            "W3 spread <= -0.8 (check) | W3 conv: largest / spread fall | W3 dense: largest / spread fall | "
+            "W4 confidence | W5 adv. ratio falls |")
+    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    for d in run_dirs:
+        path = Path(d) / "results.json"
+        if not path.is_file():
+            raise AdvlabError(f"{d} holds no results.json")
+        r = json.loads(path.read_text())
+        if r.get("paper") != "wen2020":
+            raise AdvlabError(f"{d} holds {r.get('paper')!r} results, not wen2020's")
+        f = findings(r["runs"], layer_kinds(r))
+        rows = {row["quantity"]: row for row in finding_rows(f)}
+        # results written before a budget field existed ran with its default
+        defaults = {k.name: k.default for k in fields(WenBudget) if k.default is not MISSING}
+        w3, b = f["W3"], {**defaults, **r["budget_settings"]}
+        args = ", ".join(f"{k}={v}" for k, v in b.get("model_args", []))
+        opt = b["optimizer"] + (f", wd {b['weight_decay']:g}" if b.get("weight_decay") else "")
+        adv = next(v for q, v in rows.items() if q.startswith("share of layers whose adversarial"))
+        lines.append(
+            f"| {Path(d).name} | {b['model']}{f'({args})' if args else ''} | {opt}, {b['epochs']} ep | "
+            f"{', '.join(f'{e:g}' for e in b['eps'])} | {f['W1']['clean_acc']:.2f} | {f['W2']['gap']:.2f} | "
+            f"{_pct(w3['share_largest_falls'])} | {_pct(w3['share_std_strong'])} | "
+            f"{_pct(w3['share_spread_strong'])} {'holds' if w3['share_spread_strong'] > 0.5 else 'misses'} | "
+            f"{_kind_cell(w3, 'conv')} | {_kind_cell(w3, 'dense')} | {f['W4']['test_confidence']:.2f} | "
+            f"{_pct(adv['ours'])} |")
+    return "\n".join(lines) + "\n"
