@@ -258,15 +258,17 @@ def _reproduction(paper: str):
 
 PAPERS = ("goodfellow2015", "wen2020", "kumano2024")
 # every paper has quick, full and tiny; the standard* budgets are wen2020's extra MNIST settings
-BUDGETS = ("quick", "standard", "standard-bn", "standard-mlp", "standard-bn-sgd", "standard-mlp-sgd", "full", "tiny")
+BUDGETS = ("quick", "standard", "standard-bn", "standard-mlp", "standard-resnet", "standard-bn-sgd",
+           "standard-mlp-sgd", "standard-resnet-sgd", "full", "tiny")
 
 
 @main.command("reproduce")
 @click.argument("paper", type=click.Choice(list(PAPERS)))
 @click.option("--budget", type=click.Choice(list(BUDGETS)), default="quick", show_default=True,
               help="quick: minutes on a CPU; standard (wen2020): ~25 min on a CPU; standard-bn / standard-mlp "
-              "(wen2020): the same on the CNN with BatchNorm / on an MLP; *-sgd: those with the paper's SGD and "
-              "weight decay; full: the paper's recipe (GPU advised); tiny: a smoke test.")
+              "/ standard-resnet (wen2020): the same on the CNN with BatchNorm / an MLP / a small ResNet; "
+              "*-sgd: those with the paper's SGD and weight decay; full: the paper's recipe (GPU advised); "
+              "tiny: a smoke test.")
 @click.option("--seeds", default=1, show_default=True, help="Independent repetitions (mean ± std).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory (reused to resume).")

@@ -69,6 +69,15 @@ WEN_BUDGETS = {
                                  train_samples=None, eps_ramp_epochs=2, schedule="cosine",
                                  model_args=(("batchnorm", True),), optimizer="sgd", lr=0.05, momentum=0.9,
                                  weight_decay=5e-4),
+    # the closest MNIST analogue of the paper's ResNets: a small ResNet with BatchNorm (10 convolutions, one
+    # dense layer; width 8 and 10k training images to fit a CPU, ~25 min on 1 thread), Adam / the paper's SGD
+    "standard-resnet": WenBudget(eps=(0.0, 0.1, 0.2, 0.3), epochs=6, pgd_steps=5, n_eval=10000,
+                                 train_samples=10000, eps_ramp_epochs=2, schedule="cosine", model="small_resnet",
+                                 model_args=(("width", 8),)),
+    "standard-resnet-sgd": WenBudget(eps=(0.0, 0.1, 0.2, 0.3), epochs=6, pgd_steps=5, n_eval=10000,
+                                     train_samples=10000, eps_ramp_epochs=2, schedule="cosine",
+                                     model="small_resnet", model_args=(("width", 8),), optimizer="sgd", lr=0.05,
+                                     momentum=0.9, weight_decay=5e-4),
     "full": WenBudget(eps=(0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4), epochs=20, pgd_steps=10,
                       n_eval=10000, train_samples=None, eps_ramp_epochs=5, schedule="cosine"),
     "tiny": WenBudget(eps=(0.0, 0.1, 0.2, 0.3), epochs=1, pgd_steps=2, n_eval=100, train_samples=1500),
