@@ -6,7 +6,7 @@ from torch import nn
 
 from advlab.analysis import (conv_operator_top_singular_value, conv_singular_values, feature_fn,
                              jacobian_top_singular_values, layer_spectra, lipschitz_upper_bound, margin_report,
-                             output_margins, smoothness)
+                             output_margins, smoothness, strided_conv_singular_values)
 
 
 def explicit_matrix(apply, in_shape):
@@ -16,7 +16,7 @@ def explicit_matrix(apply, in_shape):
     return apply(basis).reshape(n, -1).t()
 
 
-@pytest.mark.parametrize("cout,cin,k,n", [(2, 3, 3, 5), (4, 2, 3, 6), (3, 3, 5, 7), (1, 1, 2, 4)])
+@pytest.mark.parametrize("cout,cin,k,n", [(2, 3, 3, 5), (4, 2, 3, 6), (3, 3, 5, 7), (1, 1, 2, 4), (2, 2, 3, 2)])
 def test_fft_conv_singular_values_match_explicit_circular_matrix(cout, cin, k, n):
     torch.manual_seed(0)
     w = torch.randn(cout, cin, k, k, dtype=torch.float64)
@@ -104,6 +104,7 @@ def test_preact_resnet18_spectra_cover_every_layer():
     model = build_model("preact_resnet18").eval()
     spec = layer_spectra(model, torch.rand(1, 3, 32, 32), power_iters=5)
     assert len(spec) == 21 and all(s.stats()["largest"] > 0 for s in spec)
+    assert all(s.complete for s in spec)  # strided convolutions too (polyphase FFT)
 
 
 def test_small_wide_resnet_spectra():
@@ -114,7 +115,28 @@ def test_small_wide_resnet_spectra():
     assert len(spec) == 1 + len(convs) and {s.input_size for s in convs} >= {(32, 32), (16, 16), (8, 8)}
 
 
+def circular_strided(w, stride):
+    """A circular convolution with stride: wrap the input by k - 1 pixels, convolve with no padding."""
+    kh, kw = w.shape[-2:]
+    return lambda x: F.conv2d(F.pad(x, (0, kw - 1, 0, kh - 1), mode="circular"), w, None, stride)
+
+
+@pytest.mark.parametrize("cout,cin,k,stride,size", [(3, 2, 3, (2, 2), (8, 8)), (2, 3, 4, (2, 2), (6, 6)),
+                                                   (4, 2, 1, (2, 2), (8, 8)), (2, 2, 5, (3, 3), (9, 9)),
+                                                   (2, 1, 3, (2, 1), (6, 5)), (3, 2, 3, (1, 1), (5, 5))])
+def test_polyphase_strided_conv_singular_values_match_explicit_circular_matrix(cout, cin, k, stride, size):
+    torch.manual_seed(1)
+    w = torch.randn(cout, cin, k, k, dtype=torch.float64)
+    exact = torch.linalg.svdvals(explicit_matrix(circular_strided(w, stride), (cin, *size)))
+    ours = strided_conv_singular_values(w, size, stride).double()
+    assert ours.numel() == min(exact.numel(), cout * size[0] * size[1] // (stride[0] * stride[1]))
+    assert torch.allclose(ours, exact[:ours.numel()], rtol=1e-5, atol=1e-9)
+    with pytest.raises(ValueError, match="does not divide"):
+        strided_conv_singular_values(w, (size[0] + 1, size[1]), (2, 2))
+
+
 def test_strided_conv_spectrum_is_exact_on_small_inputs():
+    """A strided convolution on a small input: the exact matrix of the layer itself (zero padding)."""
     torch.manual_seed(5)
     net = nn.Sequential(nn.Conv2d(2, 3, 4, stride=2, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 5 * 5, 4))
     spec = layer_spectra(net.eval(), torch.rand(1, 2, 10, 10))
@@ -122,7 +144,36 @@ def test_strided_conv_spectrum_is_exact_on_small_inputs():
     exact = torch.linalg.svdvals(explicit_matrix(
         lambda x: F.conv2d(x, conv.weight.double(), None, 2, 1), (2, 10, 10)))
     assert torch.allclose(spec[0].singular_values.double(), exact[:spec[0].singular_values.numel()], rtol=1e-4)
-    assert spec[0].stats()["spread"] == spec[0].stats()["spread"]  # not NaN
+    assert all(v == v for v in spec[0].stats().values())  # no NaN
+
+
+def test_strided_conv_spectrum_on_large_inputs_is_the_polyphase_fft_and_power_iteration_keeps_real_padding():
+    """Above explicit_max_dim: every singular value of the circular strided layer (polyphase FFT), the
+    largest one also with the layer's real zero padding by power iteration."""
+    torch.manual_seed(5)
+    net = nn.Sequential(nn.Conv2d(2, 3, 4, stride=2, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 5 * 5, 4))
+    spec = layer_spectra(net.eval().double(), torch.rand(1, 2, 10, 10, dtype=torch.float64), power_iters=200,
+                         explicit_max_dim=16)
+    conv = net[0]
+    exact = torch.linalg.svdvals(explicit_matrix(circular_strided(conv.weight.detach(), 2), (2, 10, 10)))
+    assert spec[0].complete
+    assert torch.allclose(spec[0].singular_values.double(), exact[:spec[0].singular_values.numel()], rtol=1e-5)
+    zero_pad = torch.linalg.svdvals(explicit_matrix(lambda x: F.conv2d(x, conv.weight.detach(), None, 2, 1),
+                                                    (2, 10, 10)))[0]
+    assert spec[0].stats()["largest_actual"] == pytest.approx(float(zero_pad), rel=1e-3)
+    assert all(v == v for v in spec[0].stats().values())  # no NaN
+
+
+def test_a_spectrum_known_only_by_its_largest_value_reports_nan_not_made_up_statistics():
+    """Grouped convolution on an input too large for the explicit matrix: only the largest value."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=2), nn.Flatten(), nn.Linear(4 * 8 * 8, 3))
+    spec = layer_spectra(net.eval(), torch.rand(1, 4, 8, 8), explicit_max_dim=16)
+    st = spec[0].stats()
+    assert not spec[0].complete and st["largest"] > 0 and st["largest"] == st["largest_actual"]
+    assert all(st[k] != st[k] for k in ("mean", "std", "spread", "stable_rank", "condition"))
+    full = layer_spectra(net.eval(), torch.rand(1, 4, 8, 8))[0]
+    assert full.complete and full.stats()["largest"] == pytest.approx(st["largest"], rel=1e-3)
 
 
 def test_batchnorm_cnn_spectra_fold_every_norm():
@@ -151,3 +202,13 @@ def test_spearman_exact_fractions_and_ties():
     assert spearman([0.0, 0.1, 0.2, 0.3], [0.9897, 0.9915, 0.9890, 0.9833]) == -0.8
     assert spearman([1, 2, 3], [3, 2, 1]) == -1.0
     assert spearman([1, 2, 3, 4], [1, 1, 2, 2]) == pytest.approx(0.894427191, abs=1e-9)  # average ranks for ties
+    nan = float("nan")  # an undefined statistic has no rank: never a made-up +-1
+    assert spearman([0.0, 0.1, 0.2, 0.3], [nan] * 4) != spearman([0.0, 0.1, 0.2, 0.3], [nan] * 4)
+    assert spearman([0.0, 0.1, 0.2], [1.0, nan, 2.0]) != spearman([0.0, 0.1, 0.2], [1.0, nan, 2.0])
+
+
+def test_wen_shares_skip_layers_whose_statistic_is_undefined():
+    from advlab.experiments.reproductions.wen2020 import _share
+    nan = float("nan")
+    assert _share([-1.0, nan, 0.5], lambda v: v < 0) == 0.5
+    assert _share([nan, nan], lambda v: v < 0) != _share([nan, nan], lambda v: v < 0)

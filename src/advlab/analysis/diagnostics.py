@@ -31,7 +31,11 @@ def epoch_diagnostics(model: nn.Module, x: Tensor, y: Tensor, power_iters: int =
 def spearman(a: list[float], b: list[float]) -> float:
     """Spearman rank correlation (average ranks for ties), rounded to 12 digits: for a few points it is
     a simple fraction (e.g. -0.8 for 4 points with one swap), and a threshold check on it must not
-    fail on float noise such as -0.7999999999999998."""
+    fail on float noise such as -0.7999999999999998. NaN where a value is NaN (a statistic that is
+    not defined has no rank)."""
+    if any(v != v for v in (*a, *b)):
+        return float("nan")
+
     def ranks(v: list[float]) -> Tensor:
         t = torch.tensor(v, dtype=torch.float64)
         order = t.argsort()

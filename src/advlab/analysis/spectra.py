@@ -1,7 +1,7 @@
 """Singular values of a network's linear maps: dense layers by SVD, convolutions as operators over
-their actual input size (exact FFT method of Sedghi, Gupta, Long 2019 for circular padding, power
-iteration for the largest value under zero padding and strides), BatchNorm folded in, and the
-largest singular values of input-to-layer Jacobians at data points."""
+their actual input size (exact FFT method of Sedghi, Gupta, Long 2019 for circular padding, with a
+polyphase split for strides; power iteration for the largest value under the real zero padding),
+BatchNorm folded in, and the largest singular values of input-to-layer Jacobians at data points."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -25,11 +25,28 @@ def conv_singular_values(kernel: Tensor, input_size: tuple[int, int]) -> Tensor:
     DFT at every frequency (exact; Sedghi et al. 2019). Returns them sorted, descending."""
     n, m = input_size
     k = kernel.detach()  # float32 -> complex64 SVDs (fast), float64 -> complex128 (reference precision)
-    if k.shape[-2] > n or k.shape[-1] > m:
-        k = k[..., :n, :m]  # a kernel larger than the input wraps around; the DFT handles it via s=
+    co, ci, kh, kw = k.shape
+    if kh > n or kw > m:  # a kernel larger than the input wraps around: taps p and p + n act on one pixel
+        kh2, kw2 = -(-kh // n) * n, -(-kw // m) * m
+        k = F.pad(k, (0, kw2 - kw, 0, kh2 - kh)).reshape(co, ci, kh2 // n, n, kw2 // m, m).sum((2, 4))
     transform = torch.fft.fft2(k, s=(n, m))                       # (c_out, c_in, n, m)
     per_freq = transform.permute(2, 3, 0, 1)                     # (n, m, c_out, c_in)
     return torch.linalg.svdvals(per_freq).flatten().sort(descending=True).values
+
+
+def strided_conv_singular_values(kernel: Tensor, input_size: tuple[int, int], stride: tuple[int, int]) -> Tensor:
+    """All singular values of a circular convolution with stride (sh, sw) on inputs whose size the stride
+    divides: split the input into its sh * sw polyphase components (pixels (s*i + a, s*j + b)), and the
+    layer is a stride-1 circular convolution on the (n / sh, m / sw) grid with c_in * sh * sw input
+    channels, whose spectrum `conv_singular_values` gives exactly."""
+    (n, m), (sh, sw) = input_size, stride
+    if n % sh or m % sw:
+        raise ValueError(f"stride {stride} does not divide the input size {input_size}")
+    co, ci, kh, kw = kernel.shape
+    ph, pw = -(-kh // sh), -(-kw // sw)
+    k = F.pad(kernel.detach(), (0, pw * sw - kw, 0, ph * sh - kh))          # taps p = u * sh + a
+    k = k.view(co, ci, ph, sh, pw, sw).permute(0, 1, 3, 5, 2, 4).reshape(co, ci * sh * sw, ph, pw)
+    return conv_singular_values(k, (n // sh, m // sw))
 
 
 def linear_map_top_singular_value(apply: Callable[[Tensor], Tensor], input_shape: tuple[int, ...],
@@ -80,14 +97,20 @@ class LayerSpectrum:
     singular_values: Tensor    # descending (exact for dense and circular conv)
     top_power: float | None    # power-iteration largest value with the layer's real padding/stride (conv)
     input_size: tuple[int, ...] | None = None
+    complete: bool = True      # False: only the largest value is known (the rest of the statistics are NaN)
 
     def stats(self) -> dict[str, float]:
         s = self.singular_values.double()
         top = float(s[0])
+        actual = self.top_power if self.top_power is not None else top
+        if not self.complete:
+            nan = float("nan")
+            return {"largest": top, "largest_actual": actual, "mean": nan, "std": nan, "spread": nan,
+                    "stable_rank": nan, "condition": nan}
         nonzero = s[s > 1e-12 * top] if top > 0 else s
         std = float(s.std()) if len(s) > 1 else float("nan")
         spread = std / top if top > 0 else float("nan")  # relative spread: std / largest
-        return {"largest": top, "largest_actual": self.top_power if self.top_power is not None else top,
+        return {"largest": top, "largest_actual": actual,
                 "mean": float(s.mean()), "std": std, "spread": spread,
                 "stable_rank": float((s ** 2).sum() / top ** 2) if top > 0 else 0.0,
                 "condition": float(top / nonzero[-1]) if len(nonzero) else float("inf")}
@@ -138,14 +161,19 @@ def layer_spectra(model: nn.Module, example_input: Tensor, *, fold_batchnorm: bo
                            m.groups, bias=False).to(device=w.device, dtype=w.dtype)
         folded.weight.data.copy_(w)
         in_dim = m.in_channels * sizes[name][0] * sizes[name][1]
-        if m.groups == 1 and m.stride == (1, 1) and m.dilation == (1, 1):
-            sv = conv_singular_values(w, sizes[name][:2])
-        elif in_dim <= explicit_max_dim:  # strided / grouped on a small input: the exact matrix
-            sv = explicit_operator_singular_values(folded, (m.in_channels, *sizes[name][:2]), w.dtype, w.device)
-        else:  # only the largest value is known; spread and stable rank are then undefined
-            sv = torch.tensor([conv_operator_top_singular_value(folded, sizes[name][:2], power_iters)])
-        top = conv_operator_top_singular_value(folded, sizes[name][:2], power_iters)
-        out.append(LayerSpectrum(name, "conv", sv, top, sizes[name]))
+        size = sizes[name][:2]
+        top = conv_operator_top_singular_value(folded, size, power_iters)
+        complete = True
+        plain = m.groups == 1 and m.dilation == (1, 1)
+        if plain and m.stride == (1, 1):  # exact for circular padding (the real padding's largest value: `top`)
+            sv = conv_singular_values(w, size)
+        elif in_dim <= explicit_max_dim:  # strided / grouped on a small input: the layer's own exact matrix
+            sv = explicit_operator_singular_values(folded, (m.in_channels, *size), w.dtype, w.device)
+        elif plain and size[0] % m.stride[0] == 0 and size[1] % m.stride[1] == 0:  # exact, circular padding
+            sv = strided_conv_singular_values(w, size, m.stride)
+        else:  # only the largest value is known
+            sv, complete = torch.tensor([top]), False
+        out.append(LayerSpectrum(name, "conv", sv, top, sizes[name], complete))
     return out
 
 
