@@ -61,7 +61,7 @@ WEN_BUDGETS = {
     "standard-mlp": WenBudget(eps=(0.0, 0.1, 0.2, 0.3), epochs=6, pgd_steps=5, n_eval=10000, train_samples=None,
                               eps_ramp_epochs=2, schedule="cosine", model="mlp"),
     # the MLP and BatchNorm-CNN recipes with the paper's optimizer (SGD, momentum 0.9, weight decay 5e-4,
-    # cosine from 0.05), trained longer so that the weight decay acts (~12 / ~45 min on 2 cores)
+    # cosine from 0.05), trained longer so that the weight decay acts (~9 / ~22 min on 1 thread)
     "standard-mlp-sgd": WenBudget(eps=(0.0, 0.1, 0.2, 0.3), epochs=15, pgd_steps=5, n_eval=10000,
                                   train_samples=None, eps_ramp_epochs=2, schedule="cosine", model="mlp",
                                   optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4),
@@ -70,8 +70,8 @@ WEN_BUDGETS = {
                                  model_args=(("batchnorm", True),), optimizer="sgd", lr=0.05, momentum=0.9,
                                  weight_decay=5e-4),
     # the closest MNIST analogue of the paper's ResNets: a small ResNet with BatchNorm (10 convolutions, one
-    # dense layer; width 8 and 10k training images to fit a CPU), Adam for 15 epochs (~70 min on 1 thread;
-    # 6 epochs leave it under-fitted at 93% clean accuracy) / the paper's SGD for 6 epochs (~25 min)
+    # dense layer; width 8 and 10k training images to fit a CPU), Adam for 15 epochs (~40 min on 1 thread;
+    # 6 epochs leave it under-fitted at 93% clean accuracy) / the paper's SGD for 6 epochs (~20 min)
     "standard-resnet": WenBudget(eps=(0.0, 0.1, 0.2, 0.3), epochs=15, pgd_steps=5, n_eval=10000,
                                  train_samples=10000, eps_ramp_epochs=2, schedule="cosine", model="small_resnet",
                                  model_args=(("width", 8),)),
