@@ -253,19 +253,19 @@ def findings(runs: list[dict[str, Any]], kinds: dict[str, str] | None = None) ->
     # a ReLU network without normalization can move scale between layers at no cost, so one layer's
     # largest singular value is not identifiable; the product over layers (a Lipschitz bound) is
     lipschitz = [float(np.prod([r["layers"][n]["largest_actual"] for n in layers])) for r in runs]
+    share = lambda key, holds: _share([c[key] for c in layer_corr.values()], holds)  # noqa: E731
     return {
         # (results written before ref_eps existed measured it at 0.1)
         "W1": {"clean_acc": corr("test_acc"), "ref_eps": runs[0].get("ref_eps", 0.1),
                "robust_acc_ref": spearman(eps, [r.get("robust_acc_ref", r.get("robust_acc@0.1")) for r in runs])},
         "W2": {"gap": corr("gap")},
         "W3": {"layers": layer_corr,
-               "share_largest_falls": _share([c["largest"] for c in layer_corr.values()], lambda v: v < 0),
-               "share_spread_falls": _share([c["spread"] for c in layer_corr.values()], lambda v: v < 0),
-               "share_spread_strong": _share([c["spread"] for c in layer_corr.values()], lambda v: v <= -0.8),
+               "share_largest_falls": share("largest", lambda v: v < 0),
+               "share_spread_falls": share("spread", lambda v: v < 0),
+               "share_spread_strong": share("spread", lambda v: v <= -0.8),
                # stable rank = sum s_i^2 / s_max^2 rises when the spectrum flattens (more uniform values)
-               "share_stable_rank_rises": _share([c["stable_rank"] for c in layer_corr.values()],
-                                                 lambda v: v > 0),
-               "share_std_strong": _share([c["std"] for c in layer_corr.values()], lambda v: v <= -0.8),
+               "share_stable_rank_rises": share("stable_rank", lambda v: v > 0),
+               "share_std_strong": share("std", lambda v: v <= -0.8),
                "lipschitz_bound": spearman(eps, lipschitz),
                **({"by_kind": _by_kind(layer_corr, kinds)} if kinds else {})},
         "W4": {"test_confidence": corr("test_confidence"), "train_confidence": corr("train_confidence"),
@@ -282,11 +282,22 @@ def findings(runs: list[dict[str, Any]], kinds: dict[str, str] | None = None) ->
 _KIND_NAMES = {"conv": "convolutions", "dense": "dense layers"}
 
 
+def _adversarial_ratio_falls(f: dict[str, Any]) -> float:
+    """W5: share of layers whose feature ratio along adversarial directions falls with eps."""
+    return float(np.mean([v < 0 for v in f["W5"]["adversarial"].values()]))
+
+
+def _model_label(b: dict[str, Any]) -> str:
+    """The model as `name(arg=value, ...)` from stored budget settings."""
+    args = ", ".join(f"{k}={v}" for k, v in b.get("model_args", []))
+    return b["model"] + (f"({args})" if args else "")
+
+
 def finding_rows(f: dict[str, Any]) -> list[dict[str, Any]]:
     """Rank correlations with eps; 'paper' holds the sign of the claimed trend."""
-    w3, w5 = f["W3"], f["W5"]
+    w3 = f["W3"]
     robust = f["W1"].get("robust_acc_ref", f["W1"].get("robust_acc_at_0.1"))
-    adv_falls = float(np.mean([v < 0 for v in w5["adversarial"].values()]))
+    adv_falls = _adversarial_ratio_falls(f)
     return [
         {"id": "W1", "quantity": "rank corr(eps, clean test accuracy)", "paper": -1.0, "pct": False,
          "ours": f["W1"]["clean_acc"], "check": "<= -0.8", "holds": f["W1"]["clean_acc"] <= -0.8},
@@ -362,8 +373,7 @@ def write_wen_report(run_dir: Path) -> tuple[Path, Path]:
                       f"  robust@own {x['robust_acc_own_eps']:.4f}  conf {x['test_confidence']:.3f}  margin "
                       f"{x['test_margin']:.3f}  inst.margin {x['instance_margin_correct']:.3f}" for x in runs)
     checks = [row for row in r["rows"] if row.get("holds") is not None]
-    args = ", ".join(f"{k}={v}" for k, v in r["budget_settings"].get("model_args", []))
-    model = r["budget_settings"]["model"] + (f"({args})" if args else "")
+    model = _model_label(r["budget_settings"])
     data_name = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}[r.get("dataset", "mnist")]
     intro = (f"{data_name}, {model}, PGD-AT at eps {list(r['budget_settings']['eps'])}, budget "
              f"'{r['budget']}', {r['seconds'] / 60:.1f} min on {r['hardware']['gpu'] or 'CPU'}. "
@@ -396,6 +406,8 @@ def compare_settings(run_dirs: list[Path]) -> str:
             "W3 spread <= -0.8 (check) | W3 conv: largest / spread fall | W3 dense: largest / spread fall | "
             "W4 confidence | W5 adv. ratio falls |")
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    # results written before a budget field existed ran with its default
+    defaults = {k.name: k.default for k in fields(WenBudget) if k.default is not MISSING}
     for d in run_dirs:
         path = Path(d) / "results.json"
         if not path.is_file():
@@ -404,18 +416,13 @@ def compare_settings(run_dirs: list[Path]) -> str:
         if r.get("paper") != "wen2020":
             raise AdvlabError(f"{d} holds {r.get('paper')!r} results, not wen2020's")
         f = findings(r["runs"], layer_kinds(r))
-        rows = {row["quantity"]: row for row in finding_rows(f)}
-        # results written before a budget field existed ran with its default
-        defaults = {k.name: k.default for k in fields(WenBudget) if k.default is not MISSING}
         w3, b = f["W3"], {**defaults, **r["budget_settings"]}
-        args = ", ".join(f"{k}={v}" for k, v in b.get("model_args", []))
         opt = b["optimizer"] + (f", wd {b['weight_decay']:g}" if b.get("weight_decay") else "")
-        adv = next(v for q, v in rows.items() if q.startswith("share of layers whose adversarial"))
         lines.append(
-            f"| {Path(d).name} | {b['model']}{f'({args})' if args else ''} | {opt}, {b['epochs']} ep | "
+            f"| {Path(d).name} | {_model_label(b)} | {opt}, {b['epochs']} ep | "
             f"{', '.join(f'{e:g}' for e in b['eps'])} | {f['W1']['clean_acc']:.2f} | {f['W2']['gap']:.2f} | "
             f"{_pct(w3['share_largest_falls'])} | {_pct(w3['share_std_strong'])} | "
             f"{_pct(w3['share_spread_strong'])} {'holds' if w3['share_spread_strong'] > 0.5 else 'misses'} | "
             f"{_kind_cell(w3, 'conv')} | {_kind_cell(w3, 'dense')} | {f['W4']['test_confidence']:.2f} | "
-            f"{_pct(adv['ours'])} |")
+            f"{_pct(_adversarial_ratio_falls(f))} |")
     return "\n".join(lines) + "\n"
