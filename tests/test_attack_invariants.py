@@ -38,8 +38,10 @@ def _build(name, norm):
 
 
 @pytest.mark.parametrize("name,norm", CASES)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
 def test_inside_ball_and_bounds_and_shapes(model_and_data, name, norm, dtype):
+    """Half-precision models too: the returned point is inside the ball in exact arithmetic (no
+    rounding of x + eps past the ball), and success is the model's own verdict in its dtype."""
     model, x, y = model_and_data
     model, x = model.to(dtype), x.to(dtype)
     attack = _build(name, norm)
@@ -47,9 +49,15 @@ def test_inside_ball_and_bounds_and_shapes(model_and_data, name, norm, dtype):
     assert r.x_adv.shape == x.shape and r.x_adv.dtype == dtype
     assert r.success.shape == (x.shape[0],) and r.success.dtype == torch.bool
     tol = 0.5 if norm == "l0" else 1e-6
-    assert float(r.norms.max()) <= EPS[norm] + tol
+    exact = attack.threat.distance(x.double(), r.x_adv.double())
+    assert float(exact.max()) <= EPS[norm] + tol
     assert float(r.x_adv.min()) >= 0.0 and float(r.x_adv.max()) <= 1.0
-    assert torch.allclose(r.norms, attack.threat.distance(x, r.x_adv))
+    assert torch.allclose(r.norms.double(), exact, atol=1e-6)
+    if dtype in (torch.bfloat16, torch.float16):
+        with torch.no_grad():
+            pred = model(r.x_adv).argmax(1)
+        judged = (pred == r.targets) if r.targets is not None else (pred != y)
+        assert torch.equal(r.success, judged)
     assert r.n_forward > 0
     if attack.uses_gradients:
         assert r.n_backward > 0

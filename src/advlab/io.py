@@ -41,16 +41,34 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 
 
+CHECKSUM_KEY = "advlab_tensors_sha256"
+
+
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over the names, dtypes, shapes and bytes of a flat dict of tensors (order-independent)."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous().cpu()
+        h.update(json.dumps([name, str(t.dtype), list(t.shape)]).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
                  metadata: dict[str, str] | None = None) -> Path:
-    """Atomically save a flat dict of tensors as safetensors (no pickle anywhere)."""
-    blob = st_save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata)
-    return atomic_write_bytes(path, blob)
+    """Atomically save a flat dict of tensors as safetensors (no pickle anywhere), with a checksum of
+    the tensors in the metadata that `load_tensors` verifies."""
+    flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    meta = {**(metadata or {}), CHECKSUM_KEY: tensors_sha256(flat)}
+    return atomic_write_bytes(path, st_save(flat, metadata=meta))
 
 
 def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Load a safetensors file; raises CheckpointError on a corrupt or foreign file."""
+    """Load a safetensors file; raises CheckpointError on a corrupt or foreign file, or on one whose
+    tensors no longer match the checksum written with them."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory, expected a safetensors file")
     try:
         data = path.read_bytes()
         tensors = st_load(data)
@@ -58,7 +76,12 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
         header = json.loads(data[8:8 + n])
     except (OSError, SafetensorError, ValueError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from e
-    return tensors, dict(header.get("__metadata__", {}) or {})
+    meta = dict(header.get("__metadata__", {}) or {})
+    expected = meta.pop(CHECKSUM_KEY, None)
+    if expected is not None and tensors_sha256(tensors) != expected:
+        raise CheckpointError(f"{path} fails its checksum: its tensors were changed after it was written "
+                              "(corrupt or tampered with)")
+    return tensors, meta
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

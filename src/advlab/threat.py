@@ -18,6 +18,7 @@ Norm = Literal["linf", "l2", "l1", "l0"]
 NORMS: tuple[str, ...] = ("linf", "l2", "l1", "l0")
 _ALIASES = {"inf": "linf", "linf": "linf", "l_inf": "linf", "l2": "l2", "l1": "l1", "l0": "l0"}
 _TINY = 1e-12
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
 def canonical_norm(norm: str) -> Norm:
@@ -94,12 +95,14 @@ class ThreatModel:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "norm", canonical_norm(self.norm))
+        if isinstance(self.eps, bool):
+            raise ThreatModelError(f"eps must be a number, got the boolean {self.eps!r}")
         try:
             eps = float(self.eps)
         except (TypeError, ValueError):
             raise ThreatModelError(f"eps must be a number, got {self.eps!r}") from None
-        if not math.isfinite(eps):
-            raise ThreatModelError(f"eps must be finite, got {eps}")
+        if not math.isfinite(eps) or eps > _FLOAT32_MAX:
+            raise ThreatModelError(f"eps must be finite (in float32 too), got {self.eps!r}")
         if eps < 0:
             raise ThreatModelError(f"eps must be >= 0, got {eps}")
         if self.norm == "l0" and eps != int(eps):
@@ -112,6 +115,14 @@ class ThreatModel:
         if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
             raise ThreatModelError(f"bounds must be finite with low < high, got {self.bounds!r}")
         object.__setattr__(self, "bounds", (lo, hi))
+        if self.norm == "linf" and eps > hi - lo:
+            raise ThreatModelError(f"linf eps {eps:g} is larger than the input range [{lo:g}, {hi:g}] (width "
+                                   f"{hi - lo:g}): every input would be reachable; eps is in input units")
+
+    def max_distance(self, dim: int) -> float:
+        """The largest distance between two points of the input box in `dim` entries (the diameter)."""
+        width = self.bounds[1] - self.bounds[0]
+        return {"linf": width, "l2": width * math.sqrt(dim), "l1": width * dim, "l0": float(dim)}[self.norm]
 
     # ------------------------------------------------------------------ basics
     def with_eps(self, eps: float) -> "ThreatModel":
@@ -154,6 +165,9 @@ class ThreatModel:
         if not bool(torch.isfinite(x).all()):
             raise InputError(f"{name} contains NaN or inf")
         lo, hi = self.bounds
+        if self.eps > self.max_distance(x[0].numel()):
+            raise InputError(f"{self.norm} eps {self.eps:g} is larger than the diameter of the input box "
+                             f"({self.max_distance(x[0].numel()):g} for {x[0].numel()} entries in [{lo:g}, {hi:g}])")
         xmin, xmax = float(x.min()), float(x.max())
         if xmin < lo - 1e-6 or xmax > hi + 1e-6:
             raise InputError(

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from ..threat import ThreatModel, flat_norm
-from .base import Attack, ModelProbe, positive_float, positive_int
+from .base import Attack, ModelProbe, fraction, positive_int
 from .losses import check_loss_name, is_successful
 from .pgd import BestIterate
 from .targeting import TargetSpec
@@ -44,8 +44,8 @@ class APGD(Attack):
         self.steps = positive_int("steps", steps)
         self.restarts = positive_int("restarts", restarts)
         self.loss = check_loss_name(loss)
-        self.rho = positive_float("rho", rho)
-        self.l1_topk = positive_float("l1_topk", l1_topk)
+        self.rho = fraction("rho", rho)
+        self.l1_topk = fraction("l1_topk", l1_topk, include_one=True)
         self.early_stop = bool(early_stop)
 
     def _checkpoint_lengths(self) -> tuple[int, int, int]:

@@ -50,8 +50,10 @@ class ModelProbe:
     """Calls the model on behalf of an attack and counts forward/backward passes (in samples)."""
 
     def __init__(self, model: nn.Module, num_classes: int | None = None,
-                 labels: tuple[Tensor | None, ...] = (), verify: bool = True) -> None:
+                 labels: tuple[Tensor | None, ...] = (), verify: bool = True,
+                 input_dtype: torch.dtype | None = None) -> None:
         self.model = model
+        self.input_dtype = input_dtype  # a low-precision model: attacks work in fp32, the model sees its dtype
         self.num_classes = num_classes
         self.n_forward = 0
         self.n_backward = 0
@@ -75,23 +77,61 @@ class ModelProbe:
             raise ModelOutputError(f"the model returned {out.shape[1]} classes, expected {self.num_classes}")
         return out
 
+    def forward(self, x: Tensor) -> Tensor:
+        """The model's checked output at x (autograd as the caller sets it; not counted)."""
+        if self.input_dtype is None:
+            return self._check(self.model(x), x.shape[0])
+        out = self._check(self.model(x.to(self.input_dtype)), x.shape[0])
+        return out.float()
+
     @torch.no_grad()
     def logits(self, x: Tensor) -> Tensor:
-        """Logits without autograd."""
+        """Logits without autograd, checked to be finite (a model that returns NaN or inf gives no
+        answer an attack could be judged by)."""
         self.n_forward += x.shape[0]
-        return self._check(self.model(x), x.shape[0])
+        return check_finite_logits(self.forward(x))
 
     def loss_and_grad(self, x: Tensor, y: Tensor, targets: Tensor | None,
                       loss: str) -> tuple[Tensor, Tensor, Tensor]:
         """(per-sample loss, gradient w.r.t. x, logits) at x; no parameter gradients are built."""
         x_req = x.detach().requires_grad_(True)
         with torch.enable_grad():
-            out = self._check(self.model(x_req), x.shape[0])
+            out = self.forward(x_req)
             values = attack_loss(loss, out, y, targets)
             grad, = torch.autograd.grad(values.sum(), x_req)
         self.n_forward += x.shape[0]
         self.n_backward += x.shape[0]
         return values.detach(), grad.detach(), out.detach()
+
+
+def check_finite_logits(logits: Tensor) -> Tensor:
+    """Raise ModelOutputError when logits hold NaN or inf (success judged from them would be made up)."""
+    if not bool(torch.isfinite(logits).all()):
+        bad = int((~torch.isfinite(logits)).any(dim=1).sum())
+        raise ModelOutputError(f"the model returned NaN or inf logits for {bad} of {logits.shape[0]} inputs; "
+                               "no prediction (and no robustness) can be read from them")
+    return logits
+
+
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def check_model_dtype(model: nn.Module, x: Tensor) -> None:
+    """x must have the dtype of the model's floating weights (torch would fail with 'mat1 and mat2')."""
+    weights = (t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point())
+    w = next(weights, None)
+    if w is not None and w.dtype != x.dtype and type(model).__name__ != "FastModel":
+        raise InputError(f"x has dtype {x.dtype} but the model's weights are {w.dtype}; "
+                         f"pass x.to({w.dtype}) or convert the model with model.to({x.dtype})")
+
+
+def round_toward(x: Tensor, x_adv: Tensor, dtype: torch.dtype) -> Tensor:
+    """x_adv (fp32) cast to `dtype` with every entry rounded toward x (x is representable in dtype), so
+    no coordinate of the perturbation grows: the point stays in the eps-ball and the input box."""
+    cast = x_adv.to(dtype)
+    x_low = x.to(dtype)
+    over = (cast.float() - x).abs() > (x_adv - x).abs()
+    return torch.where(over, torch.nextafter(cast, x_low), cast)
 
 
 def check_labels(y: object, n: int, device: torch.device, name: str = "y") -> Tensor:
@@ -173,10 +213,14 @@ class Attack(ABC):
         y = check_labels(y, x.shape[0], x.device)
         if targets is not None:
             targets = check_labels(targets, x.shape[0], x.device, name="targets")
-        x = x.detach()
+        check_model_dtype(model, x)
+        # a half-precision model is attacked in fp32 (projections, steps and losses stay exact); the
+        # model sees its own dtype, and the result is rounded toward x and verified in that dtype
+        low = x.dtype if x.dtype in LOW_PRECISION else None
+        x = x.detach().float() if low else x.detach()
         gen, seed = make_generator(self.seed, x.device)
         with attack_mode(model, eval_mode=eval_mode):
-            probe = ModelProbe(model, labels=(y, targets), verify=verify)
+            probe = ModelProbe(model, labels=(y, targets), verify=verify, input_dtype=low)
             # a clean forward pass is needed to skip points that are already adversarial and to
             # derive targets from the clean prediction; otherwise labels are checked on first output
             clean = probe.logits(x) if (self.skip_adversarial or (targets is None and self.target)) else None
@@ -213,14 +257,22 @@ class Attack(ABC):
                     final = sub_logits
                 else:
                     verified = False
-            if not verified or final is None:
+            if low is not None:
+                x_adv = round_toward(x, self._finalize(x, x_adv), low).float()
+                final = probe.logits(x_adv) if verify else None
+            elif not verified or final is None:
                 # the attack did not evaluate its output points: make them feasible and look
                 x_adv = self._finalize(x, x_adv)
                 final = probe.logits(x_adv) if verify else None
             # unverified (perturb): success is unknown and reported as False; only x_adv is handed out
+            if final is not None:
+                check_finite_logits(final)
             success = is_successful(final, y, targets) if final is not None else torch.zeros_like(todo)
+        norms = self.threat.distance(x, x_adv)
+        if low is not None:
+            x_adv = x_adv.to(low)
         return AttackResult(
-            x_adv=x_adv, success=success, norms=self.threat.distance(x, x_adv), loss=loss,
+            x_adv=x_adv, success=success, norms=norms, loss=loss,
             n_forward=probe.n_forward, n_backward=probe.n_backward, targets=targets, seed=seed,
             attack=type(self).__name__, seconds=time.perf_counter() - start, extra=extra)
 
@@ -242,10 +294,20 @@ def positive_int(name: str, value: int, minimum: int = 1) -> int:
 
 
 def positive_float(name: str, value: float, allow_zero: bool = False) -> float:
+    if isinstance(value, bool):
+        raise AttackConfigError(f"{name} must be a number, got the boolean {value!r}")
     try:
         v = float(value)
     except (TypeError, ValueError):
         raise AttackConfigError(f"{name} must be a number, got {value!r}") from None
     if not (v > 0 or (allow_zero and v == 0)) or v != v or v == float("inf"):
         raise AttackConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'} and finite, got {value!r}")
+    return v
+
+
+def fraction(name: str, value: float, *, include_one: bool = False) -> float:
+    """A number in (0, 1) (or (0, 1] with include_one), e.g. APGD's rho or a share of coordinates."""
+    v = positive_float(name, value)
+    if v > 1 or (v == 1 and not include_one):
+        raise AttackConfigError(f"{name} must be in (0, {'1]' if include_one else '1)'}, got {value!r}")
     return v

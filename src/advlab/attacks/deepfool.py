@@ -38,7 +38,7 @@ class DeepFool(Attack):
         """All logits, the logits of `classes` [n, K] and their input gradients [n, K, *x.shape[1:]]."""
         x_req = x.detach().requires_grad_(True)
         with torch.enable_grad():
-            out = probe._check(probe.model(x_req), x.shape[0])
+            out = probe.forward(x_req)
             picked = out.gather(1, classes)
             grads = [torch.autograd.grad(picked[:, k].sum(), x_req, retain_graph=k + 1 < classes.shape[1])[0]
                      for k in range(classes.shape[1])]

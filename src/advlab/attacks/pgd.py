@@ -9,7 +9,7 @@ from torch import Tensor
 
 from ..errors import AttackConfigError
 from ..threat import ThreatModel
-from .base import Attack, ModelProbe, positive_float, positive_int
+from .base import Attack, ModelProbe, fraction, positive_float, positive_int
 from .losses import attack_loss, check_loss_name, is_successful
 from .targeting import TargetSpec
 
@@ -115,7 +115,7 @@ class PGD(Attack):
         self.schedule = schedule
         self.early_stop = bool(early_stop)
         self.skip_adversarial = self.early_stop
-        self.l1_topk = positive_float("l1_topk", l1_topk)
+        self.l1_topk = fraction("l1_topk", l1_topk, include_one=True)
 
     def _run(self, probe: ModelProbe, x: Tensor, y: Tensor, targets: Tensor | None,
              gen: torch.Generator) -> tuple[Tensor, Tensor, dict[str, Tensor]]:

@@ -7,8 +7,6 @@ result records per-sample outcomes, per-attack costs and every sanity-check flag
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import platform
 import warnings
 from collections.abc import Sequence
@@ -22,16 +20,16 @@ from torch import Tensor, nn
 from .. import __version__
 from ..accel import accelerate, resolve_accel
 from ..attacks import Attack
-from ..attacks.base import check_label_range, check_labels
+from ..attacks.base import check_label_range, check_labels, check_model_dtype
 from ..distributed import all_gather_padded, all_reduce_sum
 from ..distributed import world as dist_world
-from ..errors import CheckpointError, InputError
-from ..io import load_tensors, save_tensors
+from ..errors import InputError
 from ..threat import ThreatModel
 from .checks import (GradientMaskingWarning, check_black_box_beats_white_box, check_model_outputs,
                      check_zero_gradients)
 from .memory import attack_in_pieces, map_in_pieces
 from .metrics import predict
+from .state import evaluation_fingerprint, load_state, save_state
 from .suites import build_suite
 
 
@@ -90,28 +88,19 @@ class RobustnessResult:
         }
 
 
-def _fingerprint(x: Tensor, y: Tensor, threat: ThreatModel, attacks: list[Attack], seed: int,
-                 fast_path: dict[str, Any]) -> str:
-    h = hashlib.sha256()
-    settings = [str(threat), [repr(a) for a in attacks], seed, list(x.shape)]
-    if any(fast_path.values()):
-        settings.append(fast_path)  # (fp32 fingerprints stay as they were: old state files still resume)
-    h.update(json.dumps(settings).encode())
-    h.update(x.detach().float().cpu().contiguous().numpy().tobytes()[:1 << 22])
-    h.update(y.detach().cpu().numpy().tobytes())
-    return h.hexdigest()
-
-
 def evaluate_robustness(model: nn.Module, data: tuple[Tensor, Tensor], threat: ThreatModel,
                         suite: str | Sequence[Attack] = "standard", *, batch_size: int = 500,
                         seed: int = 0, state_path: str | Path | None = None, checks: bool = True,
                         keep_adversarials: bool = False, device: torch.device | str | None = None,
-                        progress: bool = False, accel: str = "off", verify_samples: int = 500) -> RobustnessResult:
+                        progress: bool = False, accel: str = "off", verify_samples: int = 500,
+                        restart: bool = False) -> RobustnessResult:
     """Worst-case robust accuracy of `model` on `data` = (x, y) under `threat`.
 
     suite: 'standard' (AutoAttack's attacks and budgets), 'fast', or a list of untargeted attacks.
     state_path: a safetensors file updated after every chunk; an interrupted call with the same
-    arguments resumes from it (a file from different inputs or settings is refused).
+    arguments resumes from it. The file records a fingerprint of the model (architecture and every
+    weight), all of the data, the threat model, the suite and the seed; a file of another evaluation
+    is refused with a StaleStateError naming what differs, unless restart=True (start afresh).
     batch_size: samples per chunk; a chunk that runs out of device memory is attacked in halves
     (with a BatchSizeWarning), so memory stays bounded by the batch size whatever the data size.
     Under torch.distributed (e.g. torchrun) every rank passes the same data: rank r attacks chunks
@@ -128,6 +117,7 @@ def evaluate_robustness(model: nn.Module, data: tuple[Tensor, Tensor], threat: T
     x_all, y_all = data
     threat.check_inputs(x_all)
     y_all = check_labels(y_all, x_all.shape[0], x_all.device)
+    check_model_dtype(model, x_all)
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
     dev = torch.device(device) if device is not None else x_all.device
@@ -136,12 +126,14 @@ def evaluate_robustness(model: nn.Module, data: tuple[Tensor, Tensor], threat: T
     names = [f"{a.name}" for a in attacks]
     path = resolve_accel(accel, dev)
     reference_model, model = model, accelerate(model, path)
-    fingerprint = _fingerprint(x_all, y_all, threat, attacks, seed, path.describe())
+    fingerprint = evaluation_fingerprint(reference_model, x_all, y_all, threat, attacks, seed, path.describe())
 
     rank, world = dist_world()
     own_state_path = state_path if rank == 0 else None  # only rank 0 writes
     piece = batch_size  # may shrink on out-of-memory; chunks keep their size so that resume is exact
-    state = _load_state(state_path, fingerprint, n, len(attacks))
+    if restart and state_path is not None and rank == 0:
+        Path(state_path).unlink(missing_ok=True)
+    state = load_state(state_path, fingerprint, n, len(attacks))
     if state is None:
         parts, piece = map_in_pieces(lambda a, b: predict(model, x_all[a:b].to(dev)).cpu(), n, batch_size,
                                           what="clean batch")
@@ -156,7 +148,7 @@ def evaluate_robustness(model: nn.Module, data: tuple[Tensor, Tensor], threat: T
             state["x_adv"] = x_all.detach().cpu().clone()
         if checks:
             state["progress"]["flags"] += _input_checks(model, x_all, y_all, clean, dev)
-        _save_state(own_state_path, state, fingerprint)
+        save_state(own_state_path, state, fingerprint)
     elif keep_adversarials and "x_adv" not in state:
         state["x_adv"] = x_all.detach().cpu().clone()
 
@@ -190,10 +182,10 @@ def evaluate_robustness(model: nn.Module, data: tuple[Tensor, Tensor], threat: T
             done = min(prog["chunk"] + world, len(chunks))
             bar.update(done - prog["chunk"])
             prog["chunk"] = done
-            _save_state(own_state_path, state, fingerprint)
+            save_state(own_state_path, state, fingerprint)
         bar.close()
         prog["attack"], prog["chunk"] = ai + 1, 0
-        _save_state(own_state_path, state, fingerprint)
+        save_state(own_state_path, state, fingerprint)
 
     flags = list(prog["flags"])
     accel_info = None
@@ -276,42 +268,6 @@ def _progress(total: int, desc: str, enabled: bool):  # noqa: ANN202 - tqdm or a
     return tqdm(total=total, desc=desc, disable=not enabled, leave=False)
 
 
-_STATE_KEYS = ("clean_correct", "robust", "broken_by", "adv_norms", "start_mask", "x_adv")
-
-
-def _save_state(path: str | Path | None, state: dict[str, Any], fingerprint: str) -> None:
-    if path is None:
-        return
-    tensors = {k: (state[k].to(torch.uint8) if state[k].dtype == torch.bool else state[k])
-               for k in _STATE_KEYS if k in state}
-    meta = {"fingerprint": fingerprint, "progress": json.dumps(state["progress"]), "format": "advlab-eval-1"}
-    save_tensors(path, tensors, metadata=meta)
-
-
-def _load_state(path: str | Path | None, fingerprint: str, n: int, n_attacks: int) -> dict[str, Any] | None:
-    if path is None or not Path(path).exists():
-        return None
-    tensors, meta = load_tensors(path)
-    if meta.get("format") != "advlab-eval-1":
-        raise CheckpointError(f"{path} is not an advlab evaluation state file")
-    if meta.get("fingerprint") != fingerprint:
-        raise CheckpointError(f"{path} belongs to another evaluation (different data, model settings, "
-                              "threat model, suite or seed); delete it or pass another state_path")
-    try:
-        progress = json.loads(meta["progress"])
-        state: dict[str, Any] = {"progress": progress}
-        for k in _STATE_KEYS:
-            if k in tensors:
-                t = tensors[k]
-                state[k] = t.bool() if k in ("clean_correct", "robust", "start_mask") else t
-        ok = all(state[k].shape[0] == n for k in _STATE_KEYS if k in state) and len(progress["stats"]) == n_attacks
-    except (KeyError, ValueError, TypeError) as e:
-        raise CheckpointError(f"{path} is corrupt: {e}") from e
-    if not ok:
-        raise CheckpointError(f"{path} is corrupt: its arrays do not match {n} samples / {n_attacks} attacks")
-    return state
-
-
 def robust_accuracy_curve(model: nn.Module, data: tuple[Tensor, Tensor], norm: str,
                           eps_grid: Sequence[float], *, bounds: tuple[float, float] = (0.0, 1.0),
                           batch_size: int = 500, steps: int = 50, seed: int = 0) -> list[tuple[float, float]]:
@@ -320,7 +276,8 @@ def robust_accuracy_curve(model: nn.Module, data: tuple[Tensor, Tensor], norm: s
     from ..attacks import DeepFool
     from .metrics import accuracy_vs_eps
     x, y = data
-    threat = ThreatModel(norm, max(eps_grid), bounds)
+    box = ThreatModel(norm, 0.0, bounds)
+    threat = box.with_eps(min(max(eps_grid), box.max_distance(x[0].numel())))  # a larger eps is never reached
     attack = DeepFool(threat, steps=steps, seed=seed)
     norms = []
     for i in range(0, x.shape[0], batch_size):

@@ -20,6 +20,9 @@ def build_suite(suite: str | Sequence[Attack], threat: ThreatModel, seed: int = 
     """
     if not isinstance(suite, str):
         attacks = list(suite)
+        if not attacks:
+            raise AttackConfigError("the suite is empty: give at least one attack, or a named suite "
+                                    f"({', '.join(SUITES)})")
         for a in attacks:
             if not isinstance(a, Attack):
                 raise AttackConfigError(f"suite entries must be Attack objects, got {type(a).__name__}")
