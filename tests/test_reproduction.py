@@ -81,7 +81,7 @@ def test_compare_refuses_other_papers_and_empty_dirs(tmp_path):
     empty = tmp_path / "e"
     empty.mkdir()
     res = CliRunner().invoke(main, ["report", str(empty)])
-    assert res.exit_code == 2 and "no reproduction results" in res.output
+    assert res.exit_code == 2 and "holds no finished run" in res.output
     with pytest.raises(AdvlabError, match="not wen2020"):
         compare_settings([other])
     with pytest.raises(AdvlabError, match="at least one"):

@@ -1,17 +1,99 @@
-"""The `advlab` command."""
+"""The `advlab` command.
+
+Every error past flag parsing is one line on stderr naming the bad input (exit 2 for usage: a bad
+flag, experiment file or setting; 1 for runtime failures); `--debug` or ADVLAB_DEBUG=1 shows the
+traceback instead."""
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
+from typing import Any
 
 import click
 import torch
 
+from .threat import NORMS
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"advlab: error: {_one_line(message)}", err=True)
+    sys.exit(code)
+
+
+class AdvlabGroup(click.Group):
+    """The command group, with advlab's error policy around every subcommand."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        debug = os.environ.get("ADVLAB_DEBUG", "") not in ("", "0") or "--debug" in argv
+        if "--quiet" in argv:
+            os.environ["ADVLAB_QUIET"] = "1"
+        argv = [a for a in argv if a not in ("--debug", "--quiet")]
+        try:
+            rv = super().main(args=argv, prog_name=prog_name, complete_var=complete_var, standalone_mode=False,
+                              **extra)
+        except Exception as e:  # noqa: BLE001 - the one place that turns errors into one-line messages
+            if debug:
+                raise
+            _report(e)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _report(e: BaseException) -> None:
+    from pydantic import ValidationError
+
+    from .errors import AdvlabError
+    if isinstance(e, click.exceptions.UsageError):
+        where = e.ctx.command_path if e.ctx is not None else "advlab"
+        _fail(f"{e.format_message()} (see `{where} --help`)", 2)
+    if isinstance(e, click.exceptions.Abort):
+        _fail("aborted", 130)
+    if isinstance(e, click.ClickException):
+        _fail(e.format_message(), e.exit_code)
+    if isinstance(e, AdvlabError):
+        _fail(str(e), e.exit_code)
+    if isinstance(e, ValidationError):
+        _fail(str(e).splitlines()[0] + ": " + "; ".join(err["msg"] for err in e.errors()), 2)
+    if isinstance(e, torch.OutOfMemoryError):
+        _fail(f"out of memory ({e}); lower --batch-size", 1)
+    if isinstance(e, OSError):
+        _fail(f"{e.strerror or e}: {e.filename}" if e.filename else str(e), 1)
+    _fail(f"internal error {type(e).__name__}: {e} (rerun with --debug or ADVLAB_DEBUG=1 for the traceback)", 1)
+
+
+@click.group(cls=AdvlabGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="advlab")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="Show Python tracebacks instead of one-line errors (also ADVLAB_DEBUG=1).")
+@click.option("--quiet", is_flag=True, help="No progress bars (also ADVLAB_QUIET=1); bars are off when stderr "
+              "is not a terminal.")
+def main(debug: bool, quiet: bool) -> None:
     """advlab: attack models, train them to be robust, and evaluate robustness reliably."""
+
+
+def _key_values(items: tuple[str, ...], flag: str) -> dict[str, Any]:
+    """--flag KEY=VALUE pairs with TOML values (a bare word is a string)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise click.BadParameter(f"{flag} needs KEY=VALUE, got {item!r}", param_hint=flag)
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = value
+    return out
 
 
 @main.group()
@@ -66,126 +148,179 @@ def _recipes() -> list[str]:
 @click.argument("file")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory (default runs/NAME-TIME).")
 @click.option("--runs-root", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
-@click.option("--resume", is_flag=True, help="Continue a killed run in --out from its checkpoints.")
+@click.option("--resume", is_flag=True, help="Continue a killed run in --out (same experiment) from its checkpoints.")
+@click.option("--restart", is_flag=True, help="Wipe the run in --out and start it afresh.")
 @click.option("--device", default=None, help="Override the file's device (cpu, cuda, cuda:1, auto).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a key, e.g. --set train.epochs=2 (TOML value syntax).")
-def run_cmd(file: str, out: Path | None, runs_root: Path, resume: bool, device: str | None,
+def run_cmd(file: str, out: Path | None, runs_root: Path, resume: bool, restart: bool, device: str | None,
             overrides: tuple[str, ...]) -> None:
-    """Run an experiment file (or a built-in recipe by name): train, evaluate, write the run directory.
+    """Run an experiment file (or a built-in recipe by name): train, evaluate, write the run directory
+    and its report.
 
     Under `torchrun --nproc_per_node N -m advlab run FILE` training uses DDP and evaluation is
     sharded over the N processes; rank 0 writes the run directory."""
+    spec = _load_with_overrides(_experiment_path(file), overrides, device)
+    _run_spec(spec, out, runs_root, resume, restart)
+
+
+def _run_spec(spec: Any, out: Path | None, runs_root: Path, resume: bool, restart: bool) -> None:
+    """Shared by run and train: check everything that can be checked, then run under the directory's
+    lock; a run that fails before training starts leaves no directory behind."""
+    from .device import resolve_device
     from .distributed import init_from_env
     from .experiments import RunDir, run_experiment
-    spec = _load_with_overrides(_experiment_path(file), overrides, device)
+    from .experiments.run_report import write_run_report
+    if (resume or restart) and not out:
+        raise click.UsageError("--resume and --restart need --out RUN_DIR")
+    if resume and restart:
+        raise click.UsageError("--resume and --restart exclude each other")
+    resolve_device(spec.device)
     init_from_env(spec.device if spec.device != "auto" else None)
     run = RunDir(out) if out else RunDir.create(runs_root, spec.name)
-    if resume and not out:
-        raise click.UsageError("--resume needs --out RUN_DIR")
-    run_experiment(spec, run, resume=resume, log=click.echo)
-    click.echo(f"wrote {run.path}")
+    try:
+        with run.lock():
+            run_experiment(spec, run, resume=resume, restart=restart, log=click.echo)
+            md, html = write_run_report(run.path)
+    except BaseException as e:
+        if not run.started:
+            run.discard()
+        else:
+            run.set_status("failed", error=_one_line(f"{type(e).__name__}: {e}"))
+        raise
+    click.echo(f"wrote {run.path} (report: {md}, {html})")
 
 
 def _load_with_overrides(path: Path, overrides: tuple[str, ...], device: str | None):
-    import sys
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
+    """The experiment file with --set overrides applied; an error caused by an override names the
+    override, not the file."""
+
     from .experiments import ExperimentError, parse_spec
+    from .experiments.spec import experiment_error
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
-        raise ExperimentError(f"experiment file {path} is not valid TOML: {e}") from e
+        raise ExperimentError(f"experiment file {path} is not valid TOML: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ExperimentError(f"cannot read experiment file {path}: {e}") from None
+    parse_spec(data, str(path))  # the file alone must be valid: later errors are the overrides'
+    given = {}
     for item in overrides:
-        key, _, value = item.partition("=")
-        if not _:
-            raise click.BadParameter(f"--set needs KEY=VALUE, got {item!r}")
+        key = item.partition("=")[0].strip()
+        value = _key_values((item,), "--set")[key]
         node = data
         *parents, leaf = key.split(".")
-        for p in parents:
+        for depth, p in enumerate(parents):
             node = node.setdefault(p, {})
-        try:
-            node[leaf] = tomllib.loads(f"v = {value}")["v"]
-        except tomllib.TOMLDecodeError:
-            node[leaf] = value
+            if not isinstance(node, dict):
+                raise ExperimentError(f"--set {item}: {'.'.join(parents[:depth + 1])} is a value, not a "
+                                      "section, so it has no key {leaf!r}")
+        node[leaf] = value
+        given[key] = f"--set {item}"
     if device:
         data["device"] = device
-    return parse_spec(data, str(path))
+        given["device"] = f"--device {device}"
+    try:
+        return parse_spec(data, str(path))
+    except ExperimentError as e:
+        named = [(f"{given[o]} ({k})" if (o := _override_for(k, given)) in given else k, m) for k, m in e.problems]
+        if all(label.startswith("--") for label, _ in named):
+            raise ExperimentError("invalid override: " + "; ".join(f"{k}: {m}" for k, m in named), named) from None
+        raise experiment_error(str(path), named) from None
+
+
+def _override_for(problem_key: str, given: dict[str, str]) -> str:
+    """The override whose key is, contains or lies inside the problem's key."""
+    for key in given:
+        if problem_key == key or problem_key.startswith(key + ".") or key.startswith(problem_key + "."):
+            return key
+    return problem_key
 
 
 @main.command("train")
 @click.argument("file")
 @click.option("--out", type=click.Path(path_type=Path), default=None)
 @click.option("--resume", is_flag=True)
+@click.option("--restart", is_flag=True, help="Wipe the run in --out and start it afresh.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
-def train_cmd(file: str, out: Path | None, resume: bool, overrides: tuple[str, ...]) -> None:
+def train_cmd(file: str, out: Path | None, resume: bool, restart: bool, overrides: tuple[str, ...]) -> None:
     """Train the model of an experiment file; only clean test accuracy is evaluated (no attacks)."""
-    from .experiments import RunDir, run_experiment
     spec = _load_with_overrides(_experiment_path(file), overrides + ("eval.attacks=[]", 'eval.suite="none"'), None)
-    run = RunDir(out) if out else RunDir.create(Path("runs"), spec.name)
-    run_experiment(spec, run, resume=resume, log=click.echo)
-    click.echo(f"wrote {run.path}")
+    _run_spec(spec, out, Path("runs"), resume, restart)
+
+
+def _attack_choices() -> list[str]:
+    from .attacks import attack_names
+    return attack_names()
+
+
+RUN_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 
 
 @main.command("attack")
-@click.argument("run_dir", type=click.Path(exists=True, path_type=Path))
-@click.option("--attack", "name", type=click.Choice(["fgsm", "pgd", "bim", "apgd", "apgd-t", "square", "deepfool",
-                                                     "sparse-l0", "noise"]), default="pgd", show_default=True)
-@click.option("--norm", default="linf", show_default=True)
+@click.argument("run_dir", type=RUN_DIR)
+@click.option("--attack", "name", type=click.Choice(_attack_choices()), default="pgd", show_default=True)
+@click.option("--norm", type=click.Choice(list(NORMS), case_sensitive=False), default="linf", show_default=True)
 @click.option("--eps", type=float, required=True)
-@click.option("--n", "n_samples", type=int, default=1000, show_default=True, help="Test points.")
+@click.option("--n", "n_samples", type=click.IntRange(min=1), default=1000, show_default=True, help="Test points.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True)
 @click.option("--arg", "args", multiple=True, metavar="KEY=VALUE", help="Attack argument, e.g. --arg steps=40.")
-def attack_cmd(run_dir: Path, name: str, norm: str, eps: float, n_samples: int, args: tuple[str, ...]) -> None:
+def attack_cmd(run_dir: Path, name: str, norm: str, eps: float, n_samples: int, batch_size: int,
+               args: tuple[str, ...]) -> None:
     """Attack the trained model of a run directory on test points; print robust accuracy as JSON."""
-    import sys
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
+    from .attacks import build_attack
     from .data import load_dataset
-    from .experiments import build_attack, load_run_model
-    from .experiments.spec import AttackSpec
+    from .experiments import load_run_model
+    from .experiments.store import model_file_sha256
+    from .threat import ThreatModel
+    kw = _key_values(args, "--arg")
+    attack = build_attack(name, ThreatModel(norm, eps), seed=0, **kw)
     model, spec = load_run_model(run_dir)
-    kw = {k: tomllib.loads(f"v = {v}")["v"] for k, _, v in (a.partition("=") for a in args)}
-    attack = build_attack(AttackSpec(name=name, threat={"norm": norm, "eps": eps}, args=kw), spec.seed)
     test = load_dataset(spec.data.name, "test", root=spec.data.root).subset(n_samples)
-    succ = torch.cat([attack(model, test.x[i:i + 500], test.y[i:i + 500]).success for i in range(0, len(test), 500)])
+    succ = torch.cat([attack(model, test.x[i:i + batch_size], test.y[i:i + batch_size]).success
+                      for i in range(0, len(test), batch_size)])
     click.echo(json.dumps({"run": str(run_dir), "attack": repr(attack), "n": len(test),
-                           "robust_accuracy": float((~succ).float().mean())}))
+                           "robust_accuracy": float((~succ).float().mean()),
+                           "model_sha256": model_file_sha256(run_dir / "model.safetensors")}))
 
 
 @main.command("eval")
-@click.argument("run_dir", type=click.Path(exists=True, path_type=Path))
-@click.option("--norm", default="linf", show_default=True)
+@click.argument("run_dir", type=RUN_DIR)
+@click.option("--norm", type=click.Choice(list(NORMS), case_sensitive=False), default="linf", show_default=True)
 @click.option("--eps", type=float, required=True)
 @click.option("--suite", type=click.Choice(["standard", "fast"]), default="standard", show_default=True)
-@click.option("--n", "n_samples", type=int, default=1000, show_default=True)
-@click.option("--batch-size", type=int, default=500, show_default=True)
+@click.option("--n", "n_samples", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 (under torchrun: each rank's GPU).")
-def eval_cmd(run_dir: Path, norm: str, eps: float, suite: str, n_samples: int, batch_size: int, device: str) -> None:
-    """Worst-case robust accuracy of a run's model (resumable; state kept in the run directory).
+@click.option("--restart", is_flag=True, help="Discard a saved evaluation state and evaluate afresh.")
+def eval_cmd(run_dir: Path, norm: str, eps: float, suite: str, n_samples: int, batch_size: int, device: str,
+             restart: bool) -> None:
+    """Worst-case robust accuracy of a run's model (resumable; state kept in the run directory, tied
+    to the model's weights: a retrained model is never given an older model's numbers).
 
     Under `torchrun --nproc_per_node N -m advlab eval ...` the points are sharded over N processes."""
     from .data import load_dataset
+    from .device import resolve_device
     from .distributed import init_from_env, is_main, local_device
     from .evaluation import evaluate_robustness
     from .experiments import load_run_model
+    from .experiments.store import model_file_sha256
     from .io import atomic_write_json
     from .threat import ThreatModel
+    threat = ThreatModel(norm, eps)
+    resolve_device(device)
     init_from_env(device)
     dev = local_device(device)
     model, spec = load_run_model(run_dir)
     model = model.to(dev)
     test = load_dataset(spec.data.name, "test", root=spec.data.root, device=dev).subset(n_samples)
-    threat = ThreatModel(norm, eps)
-    tag = f"{suite}-{norm}-{eps:g}-{n_samples}"
+    tag = f"{suite}-{threat.norm}-{eps:g}-{n_samples}"
     res = evaluate_robustness(model, (test.x, test.y), threat, suite, batch_size=batch_size, seed=spec.seed,
-                              state_path=run_dir / f"eval_{tag}.safetensors", progress=True)
+                              state_path=run_dir / f"eval_{tag}.safetensors", progress=None, restart=restart)
     if is_main():
-        atomic_write_json(run_dir / f"eval_{tag}.json", res.to_dict())
-        click.echo(json.dumps({k: v for k, v in res.to_dict().items() if k != "versions"}, indent=2))
+        out = {**res.to_dict(), "suite": suite, "model_sha256": model_file_sha256(run_dir / "model.safetensors")}
+        atomic_write_json(run_dir / f"eval_{tag}.json", out)
+        click.echo(json.dumps({k: v for k, v in out.items() if k != "versions"}, indent=2))
 
 
 @main.command("bench")
@@ -235,18 +370,25 @@ def bench_cmd(what: str, models: tuple[str, ...], device: str, accel: str, batch
 
 
 @main.command("runs")
-@click.option("--root", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True)
 def runs_cmd(root: Path) -> None:
-    """List past runs with their key numbers."""
+    """List runs with their state (finished, running, failed, unfinished) and key numbers; a result
+    computed from another model than the run's current one is marked stale."""
     from .experiments import list_runs
     rows = list_runs(root)
     if not rows:
         click.echo(f"no runs under {root}")
     for r in rows:
+        if r["state"] != "finished":
+            err = f": {r['error']}" if r.get("error") else ""
+            click.echo(f"{r['run']:<45} {r['state']}{err}")
+            continue
         rob = ", ".join(f"{k} {v:.2%}" for k, v in r["robust"].items() if v is not None)
-        wc = f", worst case {r['worst_case']:.2%}" if r["worst_case"] is not None else ""
+        suite = f" ({r['worst_case_suite']} suite)" if r.get("worst_case_suite") else ""
+        wc = f", worst case{suite} {r['worst_case']:.2%}" if r["worst_case"] is not None else ""
         clean = f"{r['clean_accuracy']:.2%}" if r["clean_accuracy"] is not None else "-"
-        click.echo(f"{r['run']:<45} clean {clean}{', ' + rob if rob else ''}{wc}")
+        stale = f"  STALE ({', '.join(r['stale'])} computed from another model)" if r["stale"] else ""
+        click.echo(f"{r['run']:<45} clean {clean}{', ' + rob if rob else ''}{wc}{stale}")
 
 
 def _reproduction(paper: str):
@@ -269,7 +411,8 @@ BUDGETS = ("quick", "standard", "standard-bn", "standard-mlp", "standard-resnet"
               "/ standard-resnet (wen2020): the same on the CNN with BatchNorm / an MLP / a small ResNet; "
               "*-sgd: those with the paper's SGD and weight decay; full: the paper's recipe (GPU advised); "
               "tiny: a smoke test.")
-@click.option("--seeds", default=1, show_default=True, help="Independent repetitions (mean ± std).")
+@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Independent repetitions (mean ± std).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory (reused to resume).")
 @click.option("--dataset", type=click.Choice(["mnist", "fashion_mnist", "cifar10"]), default="mnist",
@@ -278,7 +421,7 @@ BUDGETS = ("quick", "standard", "standard-bn", "standard-mlp", "standard-resnet"
 def reproduce_cmd(paper: str, budget: str, seeds: int, device: str, out: Path | None, dataset: str) -> None:
     """Reproduce a paper's experiments (on MNIST unless --dataset says otherwise) and write
     results.json and a report."""
-    from .experiments.runner import resolve_device
+    from .device import resolve_device
     run, report = _reproduction(paper)
     if budget.startswith("standard") and paper != "wen2020":
         raise click.UsageError(f"budget {budget!r} exists for wen2020 only; {paper} has quick, full and tiny")
@@ -296,8 +439,11 @@ def reproduce_cmd(paper: str, budget: str, seeds: int, device: str, out: Path | 
     extra = {"dataset": dataset} if paper != "goodfellow2015" else {}
     run(out, budget, seeds, str(resolve_device(device)), log=click.echo, **extra)
     md, html_path = report(out)
-    click.echo(md.read_text().split("## Paper vs advlab")[1].split("##")[0])
+    table = md.read_text().split("## Paper vs advlab")[1].split("\n## ")[0].strip().splitlines()
+    click.echo("\n".join(line for line in table if not line.startswith("**")))
     click.echo(f"wrote {md} and {html_path}")
+    from .experiments.report import verdict_summary
+    click.echo(verdict_summary(json.loads((out / "results.json").read_text())["rows"]) + ".")
 
 
 @main.command("report")
@@ -305,19 +451,27 @@ def reproduce_cmd(paper: str, budget: str, seeds: int, device: str, out: Path | 
 @click.option("--compare", "compare_md", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="wen2020 only: also write one markdown table of the runs' verdicts side by side to this file.")
 def report_cmd(run_dirs: tuple[Path, ...], compare_md: Path | None) -> None:
-    """Regenerate reproductions' report.md / report.html from their results.json (and, with --compare,
-    a side-by-side table of several wen2020 settings)."""
-    papers = []
+    """Regenerate report.md / report.html from the files of reproductions and ordinary runs (and, with
+    --compare, a side-by-side table of several wen2020 settings)."""
+    from .errors import RunDirError
+    from .experiments.run_report import write_run_report
+    kinds = []
     for run_dir in run_dirs:
         results = run_dir / "results.json"
-        paper = json.loads(results.read_text()).get("paper") if results.is_file() else None
-        if paper not in PAPERS:
-            raise click.UsageError(f"{run_dir} holds no reproduction results")
-        papers.append(paper)
-    if compare_md is not None and set(papers) != {"wen2020"}:
+        try:
+            paper = json.loads(results.read_text()).get("paper") if results.is_file() else None
+        except json.JSONDecodeError as e:
+            raise RunDirError(f"{results} is not valid JSON ({e})") from None
+        if paper in PAPERS:
+            kinds.append(paper)
+        elif results.is_file() and (run_dir / "config.toml").is_file():
+            kinds.append("run")
+        else:
+            raise RunDirError(f"{run_dir} holds no finished run or reproduction (no results.json)")
+    if compare_md is not None and set(kinds) != {"wen2020"}:
         raise click.UsageError("--compare takes wen2020 runs only")
-    for run_dir, paper in zip(run_dirs, papers):
-        md, html_path = _reproduction(paper)[1](run_dir)
+    for run_dir, kind in zip(run_dirs, kinds):
+        md, html_path = write_run_report(run_dir) if kind == "run" else _reproduction(kind)[1](run_dir)
         click.echo(f"wrote {md} and {html_path}")
     if compare_md is not None:
         from .experiments.reproductions.wen2020 import compare_settings
@@ -328,7 +482,8 @@ def report_cmd(run_dirs: tuple[Path, ...], compare_md: Path | None) -> None:
 
 @main.command("analyze")
 @click.argument("target", type=click.Path(exists=True, path_type=Path))
-@click.option("--n", "n_samples", default=500, show_default=True, help="Test points for margins and smoothness.")
+@click.option("--n", "n_samples", type=click.IntRange(min=1), default=500, show_default=True,
+              help="Test points for margins and smoothness.")
 @click.option("--radius", default=0.5, show_default=True, help="l2 size of the smoothness directions.")
 @click.option("--model", "model_name", default=None, help="For a bare checkpoint: the registered model name.")
 @click.option("--dataset", default="mnist", show_default=True, help="For a bare checkpoint: the test data.")
@@ -341,10 +496,13 @@ def analyze_cmd(target: Path, n_samples: int, radius: float, model_name: str | N
     from .data import load_dataset
     from .experiments import load_run_model
     from .io import atomic_write_json
+    model_sha = None
     if target.is_dir():
+        from .experiments.store import model_file_sha256
         model, spec = load_run_model(target)
         data_name, data_root = spec.data.name, spec.data.root
         out = out or target / "analysis.json"
+        model_sha = model_file_sha256(target / "model.safetensors")
     else:
         if not model_name:
             raise click.UsageError("a bare checkpoint needs --model NAME (see advlab.models.list_models())")
@@ -359,7 +517,7 @@ def analyze_cmd(target: Path, n_samples: int, radius: float, model_name: str | N
     margins = margin_report(model, test.x, test.y, lipschitz=lip)
     smooth = smoothness(model, test.x[:200], test.y[:200], radius=radius)
     result = {"layers": {s.name: {"kind": s.kind, **s.stats()} for s in spectra}, "lipschitz_upper_bound": lip,
-              "margins": margins["summary"], "smoothness": smooth}
+              "margins": margins["summary"], "smoothness": smooth, "model_sha256": model_sha, "n": len(test)}
     atomic_write_json(out, result)
     click.echo(json.dumps(result, indent=2))
 

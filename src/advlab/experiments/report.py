@@ -8,12 +8,23 @@ import html
 import io
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..io import atomic_write_bytes
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A report figure: its title (drawn on it and above it), a caption saying what it shows, and
+    the function that draws it on a matplotlib figure."""
+
+    title: str
+    caption: str
+    draw: Callable[[Any], None]
 
 
 def _fmt(v: Any, pct: bool) -> str:
@@ -27,17 +38,31 @@ def _fmt(v: Any, pct: bool) -> str:
     return str(v)
 
 
+def _difference(d: float, pct: bool) -> str:
+    """A difference of two percentages is in percentage points, not percent."""
+    return f"{100 * d:+.2f} pt" if pct else f"{d:+.4g}"
+
+
 def comparison_table(rows: list[dict[str, Any]]) -> list[list[str]]:
     """Rows of {id, quantity, paper, ours, pct, check, holds} -> table cells."""
     out = [["#", "quantity", "paper", "advlab", "difference", "check", "verdict"]]
     for r in rows:
         ours = r.get("ours")
         mean = ours["mean"] if isinstance(ours, dict) else ours
-        diff = "-" if r.get("paper") is None or mean is None else _fmt(mean - r["paper"], r.get("pct", True))
+        numeric = isinstance(mean, (int, float)) and isinstance(r.get("paper"), (int, float))
+        diff = _difference(mean - r["paper"], r.get("pct", True)) if numeric else "-"
         verdict = {True: "holds", False: "MISSES", None: "-"}[r.get("holds")]
         out.append([r["id"], r["quantity"], _fmt(r.get("paper"), r.get("pct", True)),
                     _fmt(ours, r.get("pct", True)), diff, r.get("check", ""), verdict])
     return out
+
+
+def verdict_summary(rows: list[dict[str, Any]]) -> str:
+    """One line: how many checked rows hold, and which miss."""
+    checked = [r for r in rows if r.get("holds") is not None]
+    missed = [str(r["id"]) for r in checked if not r["holds"]]
+    return (f"{len(checked) - len(missed)} of {len(checked)} checks hold"
+            + (f"; misses: {', '.join(missed)}" if missed else "; none misses"))
 
 
 def _md_table(cells: list[list[str]]) -> str:
@@ -50,11 +75,19 @@ def _html_table(cells: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cells[0])
     body = "".join("<tr>" + "".join(f"<td class='{'bad' if c == 'MISSES' else ''}'>{html.escape(c)}</td>"
                                    for c in row) + "</tr>" for row in cells[1:])
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
 
 
-def render_figures(figures: dict[str, Callable[[Any], None]], out_dir: Path) -> dict[str, bytes]:
-    """Draw each figure with matplotlib (Agg) and save it as PNG; {} when matplotlib is missing."""
+def _as_figure(name: str, fig: Figure | Callable[[Any], None]) -> Figure:
+    if isinstance(fig, Figure):
+        return fig
+    title = name.replace("_", " ").capitalize()
+    return Figure(title, title + ".", fig)
+
+
+def render_figures(figures: dict[str, Figure], out_dir: Path) -> dict[str, bytes]:
+    """Draw each figure with matplotlib (Agg), its title on top, and save it as PNG; {} when
+    matplotlib is missing."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -62,9 +95,10 @@ def render_figures(figures: dict[str, Callable[[Any], None]], out_dir: Path) -> 
     except ImportError:
         return {}
     pngs = {}
-    for name, draw in figures.items():
-        fig = plt.figure(figsize=(6.4, 4.2))
-        draw(fig)
+    for name, spec in figures.items():
+        fig = plt.figure(figsize=(6.4, 4.4))
+        spec.draw(fig)
+        fig.suptitle(spec.title, fontsize=11)
         fig.tight_layout()
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=110)
@@ -74,37 +108,62 @@ def render_figures(figures: dict[str, Callable[[Any], None]], out_dir: Path) -> 
     return pngs
 
 
-def write_report(run_dir: Path, title: str, intro: str, rows: list[dict[str, Any]],
-                 sections: list[tuple[str, str]], figures: dict[str, Callable[[Any], None]],
-                 provenance: dict[str, Any]) -> tuple[Path, Path]:
-    """report.md + report.html in run_dir. sections: (heading, markdown-ish text) pairs."""
+_STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+          "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
+          "font-size:14px;vertical-align:top}th{background:#f3f3f3}td.bad{background:#fdd;font-weight:bold}"
+          ".scroll{overflow-x:auto;max-width:100%}p.note{color:#444;font-size:14px;margin:.2em 0 1em}"
+          "pre{background:#f7f7f7;padding:1em;white-space:pre-wrap;overflow-wrap:anywhere}"
+          "figure{margin:1.5em 0}figure img{max-width:100%;height:auto}figcaption{font-size:14px;color:#444}")
+
+
+def write_report(run_dir: Path, title: str, intro: str, rows: list[dict[str, Any]] | None,
+                 sections: list[tuple[str, Any]], figures: dict[str, Figure | Callable[[Any], None]],
+                 provenance: dict[str, Any], *, setting: str = "",
+                 settings_table: list[list[str]] | None = None) -> tuple[Path, Path]:
+    """report.md + report.html in run_dir.
+
+    rows: the "paper vs advlab" rows (None for a run without a paper); setting: the threat, points
+    and seeds behind that table, printed beside it. sections: (heading, text) or (heading,
+    {"table": cells, "note": setting of that table}). figures: name -> Figure (title and caption)."""
     fig_dir = run_dir / "figures"
     fig_dir.mkdir(exist_ok=True)
-    pngs = render_figures(figures, fig_dir)
-    cells = comparison_table(rows)
-    md = [f"# {title}", "", intro, "", "## Paper vs advlab", "", _md_table(cells), ""]
-    for heading, text in sections:
-        md += [f"## {heading}", "", text, ""]
+    specs = {n: _as_figure(n, f) for n, f in figures.items()}
+    pngs = render_figures(specs, fig_dir)
+    md = [f"# {title}", "", intro, ""]
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' "
+             f"content='width=device-width, initial-scale=1'><title>{html.escape(title)}</title>"
+             f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1><p>{html.escape(intro)}</p>"]
+    if settings_table:
+        md += ["## Settings", "", _md_table(settings_table), ""]
+        parts += ["<h2>Settings</h2>", _html_table(settings_table)]
+    if rows is not None:
+        cells = comparison_table(rows)
+        summary = verdict_summary(rows)
+        md += ["## Paper vs advlab", "", setting, "", _md_table(cells), "", f"**{summary}.**", ""]
+        parts += ["<h2>Paper vs advlab</h2>", f"<p class='note'>{html.escape(setting)}</p>", _html_table(cells),
+                  f"<p><b>{html.escape(summary)}.</b></p>"]
+    for heading, body in sections:
+        md += [f"## {heading}", ""]
+        parts.append(f"<h2>{html.escape(heading)}</h2>")
+        if isinstance(body, dict):
+            md += [body.get("note", ""), "", _md_table(body["table"]), ""]
+            parts += [f"<p class='note'>{html.escape(body.get('note', ''))}</p>", _html_table(body["table"])]
+        else:
+            md += [body, ""]
+            parts.append(f"<pre>{html.escape(body)}</pre>")
     if pngs:
-        md += ["## Figures", ""] + [f"![{n}](figures/{n}.png)" for n in pngs] + [""]
-    else:
+        md += ["## Figures", ""]
+        for k, name in enumerate(pngs, 1):
+            md += [f"![{specs[name].title}](figures/{name}.png)", "", f"*Figure {k}. {specs[name].caption}*", ""]
+            parts.append(f"<figure><img alt='{html.escape(specs[name].title)}' src='data:image/png;base64,"
+                         f"{base64.b64encode(pngs[name]).decode()}'><figcaption>Figure {k}. "
+                         f"{html.escape(specs[name].caption)}</figcaption></figure>")
+    elif specs:
         md += ["(figures skipped: install matplotlib, `pip install 'advlab[plots]'`)", ""]
     md += ["## Provenance", "", "```json", json.dumps(provenance, indent=2, default=str), "```", ""]
-    md_path = atomic_write_bytes(run_dir / "report.md", "\n".join(md).encode())
-    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
-             "font-size:14px}th{background:#f3f3f3}td.bad{background:#fdd;font-weight:bold}"
-             "pre{background:#f7f7f7;padding:1em;overflow:auto}img{max-width:100%}")
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-             f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1><p>{html.escape(intro)}</p>",
-             "<h2>Paper vs advlab</h2>", _html_table(cells)]
-    for heading, text in sections:
-        parts.append(f"<h2>{html.escape(heading)}</h2><pre>{html.escape(text)}</pre>")
-    for name, png in pngs.items():
-        parts.append(f"<h3>{html.escape(name)}</h3><img alt='{name}' "
-                     f"src='data:image/png;base64,{base64.b64encode(png).decode()}'>")
     parts.append(f"<h2>Provenance</h2><pre>{html.escape(json.dumps(provenance, indent=2, default=str))}</pre>")
     parts.append("</body></html>")
+    md_path = atomic_write_bytes(run_dir / "report.md", "\n".join(md).encode())
     html_path = atomic_write_bytes(run_dir / "report.html", "".join(parts).encode())
     return md_path, html_path
 

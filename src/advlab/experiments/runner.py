@@ -3,8 +3,9 @@ Each stage is a plain call into the library; a killed run resumes (training from
 the worst-case evaluation from its state file) when run again with resume=True."""
 from __future__ import annotations
 
-import time
+import json
 import sys
+import time
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -12,36 +13,26 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..attacks import APGD, APGDT, BIM, FGSM, PGD, Attack, DeepFool, RandomNoise, SparseL0, Square
+from ..attacks import Attack
+from ..attacks import build_attack as build_named_attack
 from ..data import ArrayDataset, load_dataset
 from ..evaluation import evaluate_robustness, mean_confidence, predict
 from ..models import build_model
+from ..device import resolve_device
 from ..distributed import is_main, local_device, world
+from ..errors import AdvlabError, RunDirError
 from ..threat import ThreatModel
 from ..training import Trainer, TrainConfig, build_objective, load_checkpoint, save_checkpoint
 from .spec import AttackSpec, ExperimentError, ExperimentSpec, ThreatSpec
 from .store import RunDir
-
-ATTACKS: dict[str, type[Attack]] = {"fgsm": FGSM, "pgd": PGD, "bim": BIM, "apgd": APGD, "apgd-t": APGDT,
-                                    "square": Square, "deepfool": DeepFool, "sparse-l0": SparseL0,
-                                    "noise": RandomNoise}
-
 
 def threat_of(spec: ThreatSpec) -> ThreatModel:
     return ThreatModel(spec.norm, spec.eps, tuple(spec.bounds))
 
 
 def build_attack(spec: AttackSpec, seed: int = 0) -> Attack:
-    try:
-        return ATTACKS[spec.name](threat_of(spec.threat), seed=seed, **spec.args)
-    except TypeError as e:
-        raise ExperimentError(f"bad arguments for attack {spec.name!r}: {e}") from e
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """The attack an experiment file's [[eval.attacks]] entry describes."""
+    return build_named_attack(spec.name, threat_of(spec.threat), seed=seed, **spec.args)
 
 
 def train_config(spec: ExperimentSpec) -> TrainConfig:
@@ -70,20 +61,100 @@ def load_data(spec: ExperimentSpec, device: torch.device) -> tuple[ArrayDataset,
     return train, val, test
 
 
-def run_experiment(spec: ExperimentSpec, run: RunDir, *, resume: bool = False,
+_NOT_COMPARED = ("device", "description")   # settings a resumed run may change
+
+
+def spec_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two resolved specs (for a refused resume)."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        path = f"{prefix}{key}"
+        if path in _NOT_COMPARED:
+            continue
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += spec_differences(a, b, path + ".")
+        elif json.dumps(a, default=list) != json.dumps(b, default=list):
+            out.append(f"{path} ({a!r} in the run, {b!r} now)")
+    return out
+
+
+def check_run_dir(spec: ExperimentSpec, run: RunDir, *, resume: bool, restart: bool) -> None:
+    """A directory that holds a run is continued only with resume (and the same experiment) or
+    wiped and started afresh only with restart; anything else is refused, saying why."""
+    if restart:
+        run.clear()
+        return
+    if not run.holds_run:
+        return
+    if not resume:
+        raise RunDirError(f"{run.path} already holds a run; pass --resume to continue it, --restart to start "
+                          "it afresh, or another --out")
+    from .spec import load_spec
+    if (run.path / "config.toml").is_file():
+        stored = load_spec(run.path / "config.toml")
+        diff = spec_differences(_plain(stored.model_dump()), _plain(spec.model_dump()))
+        if diff:
+            raise RunDirError(f"{run.path} holds a run of another experiment ({'; '.join(diff[:4])}"
+                              f"{'; ...' if len(diff) > 4 else ''}); --restart to start it afresh or choose "
+                              "another --out")
+
+
+def _plain(d: dict[str, Any]) -> dict[str, Any]:
+    """A spec dump as its config.toml round trip gives it (tuples as lists, None dropped)."""
+    from .store import _drop_none
+    return _drop_none(json.loads(json.dumps(d, default=list)))
+
+
+def check_model_fits_data(spec: ExperimentSpec, model: torch.nn.Module, data: ArrayDataset) -> None:
+    """One forward pass on two training images before anything is written: a model that cannot take
+    the data's shape, or has fewer outputs than the data has classes, is named as such."""
+    from ..attacks.base import check_label_range
+    from ..models.guard import attack_mode
+    try:
+        with torch.no_grad(), attack_mode(model):
+            out = model(data.x[:2])
+    except RuntimeError as e:
+        raise ExperimentError(f"model {spec.model.name!r} cannot take {spec.data.name} inputs shaped "
+                              f"{tuple(data.x.shape[1:])} ({_first_line(e)}); check model.args") from None
+    if not isinstance(out, torch.Tensor) or out.ndim != 2:
+        raise ExperimentError(f"model {spec.model.name!r} returned {type(out).__name__} "
+                              f"{tuple(getattr(out, 'shape', ()))}, expected logits shaped (N, classes)")
+    try:
+        check_label_range(data.y, out.shape[1])
+    except AdvlabError as e:
+        raise ExperimentError(f"model {spec.model.name!r} has {out.shape[1]} outputs but {spec.data.name} has "
+                              f"labels up to {int(data.y.max())} ({e}); set model.args num_classes") from None
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def run_experiment(spec: ExperimentSpec, run: RunDir, *, resume: bool = False, restart: bool = False,
                    log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train and evaluate as the spec says, writing everything into `run`; returns results.json's content."""
+    """Train and evaluate as the spec says, writing everything into `run`; returns results.json's content.
+
+    A directory that already holds a run needs resume=True (the same experiment: its settings are
+    compared with config.toml) or restart=True (wiped first). `run.started` turns True once training
+    (or loading the finished model) begins: a failure before that leaves nothing worth keeping."""
     device = local_device(resolve_device(spec.device))
+    check_run_dir(spec, run, resume=resume, restart=restart)
     torch.manual_seed(spec.seed)
+    model = build_model(spec.model.name, **spec.model.args).to(device)
+    train, val, test = load_data(spec, device)
+    check_model_fits_data(spec, model, train)
     run.write_config(spec.model_dump())
     run.write_env({"device": str(device), "world_size": world()[1]})
-    train, val, test = load_data(spec, device)
+    run.set_status("running")
     log(f"[{spec.name}] data {spec.data.name}: {len(train)} train, {len(val) if val else 0} val, {len(test)} test")
-    model = build_model(spec.model.name, **spec.model.args).to(device)
     t0 = time.perf_counter()
     train_info: dict[str, Any] = {"epochs": spec.train.epochs}
+    run.started = True
+    fresh_model = True
     if run.model_file.exists() and resume:
         load_checkpoint(run.model_file, model, restore_rng=False)
+        fresh_model = False
         log(f"[{spec.name}] training already finished; loaded {run.model_file}")
     elif spec.train.epochs > 0:
         threat = threat_of(spec.train.threat) if spec.train.threat else None
@@ -108,13 +179,14 @@ def run_experiment(spec: ExperimentSpec, run: RunDir, *, resume: bool = False,
         if spec.train.retrain_on_all:
             model = retrain_on_all(spec, train, val, result.best_epoch, run, log)
             train_info["retrained_on_all_epochs"] = (result.best_epoch or spec.train.epochs - 1) + 1
-        if is_main():
-            save_checkpoint(run.model_file, model, None, {"name": spec.name, "model": spec.model.model_dump()})
+    if fresh_model and is_main():
+        save_checkpoint(run.model_file, model, None, {"name": spec.name, "model": spec.model.model_dump()})
     train_seconds = time.perf_counter() - t0
-    results = evaluate(spec, model, test, run, log)
+    results = evaluate(spec, model, test, run, log, restart=fresh_model)
     results.update(name=spec.name, seed=spec.seed, train=train_info, train_seconds=train_seconds,
-                   model=spec.model.model_dump(), data=spec.data.model_dump())
+                   model=spec.model.model_dump(), data=spec.data.model_dump(), model_sha256=run.model_sha256())
     run.write_results(results)
+    run.set_status("finished")
     return results
 
 
@@ -153,7 +225,7 @@ def tensorboard_logger(logdir: Path) -> Callable[[dict[str, Any]], None]:
 
 
 def evaluate(spec: ExperimentSpec, model: torch.nn.Module, test: ArrayDataset, run: RunDir,
-             log: Callable[[str], None] = print) -> dict[str, Any]:
+             log: Callable[[str], None] = print, restart: bool = False) -> dict[str, Any]:
     """Clean accuracy, each configured attack, and the worst-case suite; per-sample arrays to samples.npz."""
     e = spec.eval
     x, y = (test.x, test.y) if e.samples is None else (test.x[:e.samples], test.y[:e.samples])
@@ -184,19 +256,40 @@ def evaluate(spec: ExperimentSpec, model: torch.nn.Module, test: ArrayDataset, r
     if e.suite != "none":
         threat = threat_of(e.threat)
         res = evaluate_robustness(model, (x, y), threat, e.suite, batch_size=e.batch_size, seed=spec.seed,
-                                  state_path=run.path / "eval_state.safetensors", accel=e.accel)
-        out["worst_case"] = res.to_dict()
+                                  state_path=run.path / "eval_state.safetensors", accel=e.accel, restart=restart)
+        out["worst_case"] = {**res.to_dict(), "suite": e.suite}
         samples["robust"] = res.robust.numpy()
         samples["broken_by"] = res.broken_by.numpy()
         log(f"[{spec.name}] worst case ({e.suite} suite, {threat}): robust accuracy {res.robust_accuracy:.2%}")
+    if e.threat is not None and e.threat.norm in ("linf", "l2") and e.curve_samples:
+        out["curve"] = accuracy_curve(model, x[:e.curve_samples], y[:e.curve_samples], threat_of(e.threat),
+                                      e.batch_size, spec.seed)
     run.write_samples(samples)
     return out
+
+
+def accuracy_curve(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
+                   batch_size: int, seed: int) -> dict[str, Any]:
+    """Accuracy at 0, eps/4, ..., 2 eps from one minimal-norm (DeepFool) run: an upper bound at each eps."""
+    from ..evaluation import robust_accuracy_curve
+    grid = [threat.eps * k / 4 for k in range(9)]
+    curve = robust_accuracy_curve(model, (x, y), threat.norm, grid, bounds=threat.bounds, batch_size=batch_size,
+                                  seed=seed)
+    return {"norm": threat.norm, "eps": [e for e, _ in curve], "accuracy": [a for _, a in curve],
+            "n": int(y.shape[0]), "attack": "DeepFool (minimal norm, 50 steps)"}
 
 
 def load_run_model(run_path: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, ExperimentSpec]:
     """The trained model of a run directory (weights from safetensors) and its spec."""
     from .spec import load_spec
-    run = RunDir(run_path)
+    path = Path(run_path)
+    if not path.is_dir():
+        raise RunDirError(f"{path} is {'a file' if path.exists() else 'missing'}, expected a run directory "
+                          "written by `advlab run`")
+    if not (path / "config.toml").is_file() or not (path / "model.safetensors").is_file():
+        raise RunDirError(f"{path} is not a finished advlab run (it lacks config.toml or model.safetensors); "
+                          "give a directory written by `advlab run`")
+    run = RunDir(path)
     spec = load_spec(run.path / "config.toml")
     model = build_model(spec.model.name, **spec.model.args)
     load_checkpoint(run.model_file, model, restore_rng=False)

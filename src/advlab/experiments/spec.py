@@ -18,11 +18,17 @@ else:  # pragma: no cover
 
 
 class ExperimentError(AdvlabError):
-    """A malformed or invalid experiment file."""
+    """A malformed or invalid experiment file. `problems` lists (key, message) pairs, one per bad key."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, problems: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ThreatSpec(_Strict):
@@ -88,7 +94,7 @@ class TrainSpec(_Strict):
 
 
 class AttackSpec(_Strict):
-    name: Literal["fgsm", "pgd", "bim", "apgd", "apgd-t", "square", "deepfool", "sparse-l0", "noise"]
+    name: str   # a name of advlab.attacks.ATTACKS (checked when the file is parsed)
     threat: ThreatSpec
     args: dict[str, Any] = {}
     label: str | None = None
@@ -101,42 +107,103 @@ class EvalSpec(_Strict):
     samples: int | None = Field(default=None, gt=0)
     batch_size: int = Field(default=500, gt=0)
     accel: Literal["off", "auto", "on"] = "off"   # fast path for the worst-case suite, checked against fp32
+    curve_samples: int = Field(default=200, ge=0)  # accuracy vs eps (DeepFool, linf/l2) on this many points; 0 = off
 
 
 class ExperimentSpec(_Strict):
     name: str = Field(min_length=1)
     description: str = ""
     seed: int = 0
-    device: str = "auto"
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
     data: DataSpec = DataSpec()
     model: ModelSpec
     train: TrainSpec = TrainSpec()
     eval: EvalSpec = EvalSpec()
 
 
-def _format(err: ValidationError, source: str) -> str:
-    lines = [f"invalid experiment file {source}:"]
+def _problems(err: ValidationError) -> list[tuple[str, str]]:
+    out = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
         got = e.get("input")
         if e["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key (value {got!r})")
+            out.append((key, f"unknown key (value {got!r})"))
+        elif e["type"] == "string_pattern_mismatch" and key == "device":
+            out.append((key, f"unknown device {got!r}; use auto, cpu, cuda, cuda:N or mps"))
         else:
-            lines.append(f"  {key}: {e['msg']} (got {got!r})")
-    return "\n".join(lines)
+            out.append((key, f"{e['msg']} (got {got!r})"))
+    return out
+
+
+def experiment_error(source: str, problems: list[tuple[str, str]]) -> ExperimentError:
+    """One line: the file and every bad key with what is wrong with it."""
+    text = "; ".join(f"{k}: {m}" for k, m in problems)
+    return ExperimentError(f"invalid experiment file {source}: {text}", problems)
+
+
+def _threat_problem(key: str, t: ThreatSpec | None) -> list[tuple[str, str]]:
+    if t is None:
+        return []
+    from ..threat import ThreatModel
+    try:
+        ThreatModel(t.norm, t.eps, tuple(t.bounds))
+    except AdvlabError as e:
+        return [(key, str(e))]
+    return []
+
+
+def _buildable_problems(spec: ExperimentSpec) -> list[tuple[str, str]]:
+    """Everything a run would only find out later: threat models, the model's name and arguments,
+    the objective's and each attack's arguments (cheap to construct, so they are constructed)."""
+    import inspect
+
+    from ..attacks import build_attack
+    from ..models import list_models
+    from ..models.zoo import model_constructor
+    from ..threat import ThreatModel
+    from ..training import build_objective
+    problems = _threat_problem("train.threat", spec.train.threat) + _threat_problem("eval.threat", spec.eval.threat)
+    if spec.model.name not in list_models():
+        problems.append(("model.name", f"unknown model {spec.model.name!r}; available: {', '.join(list_models())}"))
+    else:
+        try:
+            inspect.signature(model_constructor(spec.model.name)).bind(**spec.model.args)
+        except TypeError as e:
+            problems.append(("model.args", f"bad arguments for model {spec.model.name!r}: {e}"))
+    t = spec.train
+    if not any(k == "train.threat" for k, _ in problems):
+        try:
+            threat = ThreatModel(t.threat.norm, t.threat.eps, tuple(t.threat.bounds)) if t.threat else None
+            build_objective(t.objective, threat, **t.objective_args)
+        except AdvlabError as e:
+            problems.append(("train.objective_args", str(e)))
+    for i, a in enumerate(spec.eval.attacks):
+        key = f"eval.attacks.{i}"
+        bad_threat = _threat_problem(f"{key}.threat", a.threat)
+        if bad_threat:
+            problems += bad_threat
+            continue
+        try:
+            build_attack(a.name, ThreatModel(a.threat.norm, a.threat.eps, tuple(a.threat.bounds)), **a.args)
+        except AdvlabError as e:
+            problems.append((f"{key}.{'args' if 'argument' in str(e) else 'name'}", str(e)))
+    return problems
 
 
 def parse_spec(data: dict[str, Any], source: str = "<dict>") -> ExperimentSpec:
+    """Validate an experiment's data completely, before any data is loaded or any model built."""
     try:
         spec = ExperimentSpec.model_validate(data)
     except ValidationError as e:
-        raise ExperimentError(_format(e, source)) from None
+        raise experiment_error(source, _problems(e)) from None
+    problems = []
     if spec.train.objective != "standard" and spec.train.threat is None:
-        raise ExperimentError(f"invalid experiment file {source}:\n  train.threat: objective "
-                              f"{spec.train.objective!r} needs a threat model")
+        problems.append(("train.threat", f"objective {spec.train.objective!r} needs a threat model"))
     if spec.eval.suite != "none" and spec.eval.threat is None:
-        raise ExperimentError(f"invalid experiment file {source}:\n  eval.threat: suite {spec.eval.suite!r} "
-                              "needs a threat model")
+        problems.append(("eval.threat", f"suite {spec.eval.suite!r} needs a threat model"))
+    problems += _buildable_problems(spec) if not problems else []
+    if problems:
+        raise experiment_error(source, problems)
     assert set(NORMS) == {"linf", "l2", "l1", "l0"}
     return spec
 

@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import platform
+import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -15,7 +19,11 @@ import torch
 
 from .. import __version__
 from ..distributed import is_main, world
-from ..io import atomic_write_bytes, atomic_write_json
+from ..errors import RunDirError, RunLockedError
+from ..io import CHECKSUM_KEY, atomic_write_bytes, atomic_write_json, read_metadata
+
+RUN_FILES = ("config.toml", "results.json", "checkpoint.safetensors", "model.safetensors", "metrics.jsonl")
+LOCK_NAME = ".lock"
 
 
 def environment() -> dict[str, Any]:
@@ -39,7 +47,89 @@ class RunDir:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise RunDirError(f"{self.path} is a file, not a run directory")
+        self.created = not self.path.exists()   # this process made it (so may remove it if nothing ran)
         self.path.mkdir(parents=True, exist_ok=True)
+        self._lock_fd: int | None = None
+        self.started = False   # set by the runner once training (or loading the final model) begins
+
+    @property
+    def holds_run(self) -> bool:
+        """True when the directory already holds (part of) a run."""
+        return any((self.path / f).exists() for f in RUN_FILES)
+
+    @contextmanager
+    def lock(self) -> Iterator["RunDir"]:
+        """Hold the directory's writer lock (an flock, released when the process dies); a second
+        writer gets a RunLockedError at once instead of interleaving its files with the first's."""
+        if not is_main():
+            yield self
+            return
+        import fcntl
+        fd = os.open(self.path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise RunLockedError(f"{self.path} is being written by another advlab process (pid {holder}); "
+                                 "wait for it to finish or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+        try:
+            yield self
+        finally:
+            self._lock_fd = None
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def is_locked(self) -> bool:
+        """Whether some process holds the writer lock now (a running run)."""
+        import fcntl
+        f = self.path / LOCK_NAME
+        if self._lock_fd is not None:
+            return True
+        if not f.exists():
+            return False
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+    def clear(self) -> None:
+        """Remove every file of the run (for --restart); the lock file stays, held by the caller."""
+        for child in self.path.iterdir():
+            if child.name == LOCK_NAME:
+                continue
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+
+    def discard(self) -> None:
+        """Remove a directory this process created, when the run failed before it produced anything."""
+        if self.created and is_main():
+            shutil.rmtree(self.path, ignore_errors=True)
+
+    def set_status(self, state: str, **info: Any) -> None:
+        """status.json: running / failed / finished, with the error of a failed run."""
+        if is_main():
+            atomic_write_json(self.path / "status.json", {"state": state, "pid": os.getpid(),
+                                                          "time": datetime.now(timezone.utc).isoformat(), **info})
+
+    def status(self) -> dict[str, Any]:
+        f = self.path / "status.json"
+        try:
+            return json.loads(f.read_text()) if f.exists() else {}
+        except (OSError, json.JSONDecodeError):
+            return {"state": "unreadable"}
+
+    def model_sha256(self) -> str | None:
+        """The checksum of the final model's tensors (written with model.safetensors), or None."""
+        return model_file_sha256(self.model_file)
 
     @classmethod
     def create(cls, root: str | Path, name: str) -> "RunDir":
@@ -103,13 +193,62 @@ def _drop_none(obj: Any) -> Any:
     return obj
 
 
+def model_file_sha256(path: Path) -> str | None:
+    """The tensor checksum stored in a safetensors file's header (read without loading the tensors)."""
+    if not path.is_file():
+        return None
+    try:
+        return read_metadata(path).get(CHECKSUM_KEY)
+    except Exception:  # noqa: BLE001 - an unreadable model file has no checksum
+        return None
+
+
+def derived_files(run: Path) -> list[Path]:
+    """Files computed from a finished run's model: results.json, eval_*.json, analysis.json."""
+    return [f for f in [run / "results.json", *sorted(run.glob("eval_*.json")), run / "analysis.json"] if f.is_file()]
+
+
+def stale_files(run: Path) -> list[str]:
+    """Derived files whose recorded model checksum differs from the run's model.safetensors now."""
+    current = model_file_sha256(run / "model.safetensors")
+    out = []
+    for f in derived_files(run):
+        try:
+            recorded = json.loads(f.read_text()).get("model_sha256")
+        except (OSError, json.JSONDecodeError, AttributeError):
+            out.append(f.name)
+            continue
+        if recorded != current:
+            out.append(f.name)
+    return out
+
+
+def _run_state(run: RunDir, results: dict[str, Any] | None) -> str:
+    if run.is_locked():
+        return "running"
+    state = run.status().get("state")
+    if results is not None and state in (None, "finished"):
+        return "finished"
+    return "failed" if state == "failed" else "unfinished"
+
+
 def list_runs(root: str | Path) -> list[dict[str, Any]]:
-    """Past runs under root with their key numbers, newest first."""
+    """Every run under root, newest first: finished ones with their key numbers, and running,
+    failed and unfinished ones as such; stale lists derived files computed from another model."""
     rows = []
-    for d in sorted(Path(root).glob("*/results.json"), key=lambda p: p.stat().st_mtime, reverse=True):
-        r = json.loads(d.read_text())
-        rows.append({"run": d.parent.name, "name": r.get("name"), "clean_accuracy": r.get("clean_accuracy"),
-                     "robust": {k: v.get("robust_accuracy") for k, v in r.get("attacks", {}).items()},
-                     "worst_case": (r.get("worst_case") or {}).get("robust_accuracy"),
-                     "train_seconds": r.get("train_seconds")})
+    dirs = [d for d in Path(root).glob("*") if d.is_dir() and any((d / f).exists() for f in RUN_FILES)]
+    for d in sorted(dirs, key=lambda p: p.stat().st_mtime, reverse=True):
+        run = RunDir(d)
+        try:
+            r = json.loads((d / "results.json").read_text()) if (d / "results.json").is_file() else None
+        except (OSError, json.JSONDecodeError):
+            r = None
+        status = run.status()
+        rows.append({"run": d.name, "state": _run_state(run, r), "error": status.get("error"),
+                     "name": (r or {}).get("name"), "clean_accuracy": (r or {}).get("clean_accuracy"),
+                     "robust": {k: v.get("robust_accuracy") for k, v in (r or {}).get("attacks", {}).items()},
+                     "worst_case": ((r or {}).get("worst_case") or {}).get("robust_accuracy"),
+                     "worst_case_suite": ((r or {}).get("worst_case") or {}).get("suite"),
+                     "train_seconds": (r or {}).get("train_seconds"),
+                     "stale": stale_files(d) if r is not None else []})
     return rows

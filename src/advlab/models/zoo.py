@@ -31,6 +31,14 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
         raise AdvlabError(f"bad arguments for model {name!r}: {e}") from e
 
 
+def model_constructor(name: str) -> Callable[..., nn.Module]:
+    """The registered constructor of `name` (to check arguments without building the model)."""
+    from . import architectures  # noqa: F401 - registers the built-in models
+    if name not in _REGISTRY:
+        raise AdvlabError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
 def list_models() -> list[str]:
     from . import architectures  # noqa: F401
     return sorted(_REGISTRY)

@@ -267,9 +267,22 @@ class FreeAT(Objective):
 OBJECTIVES = {c.name: c for c in (Standard, FGSMMixture, NoiseMixture, PGDAT, TRADES, FGSMRS, FreeAT)}
 
 
-def build_objective(name: str, threat: ThreatModel | None = None, **kwargs: Any) -> Objective:
+def objective_arguments(name: str) -> list[str]:
+    """The keyword arguments objective `name` takes besides its threat model."""
+    import inspect
     if name not in OBJECTIVES:
         raise AdvlabError(f"unknown objective {name!r}; available: {', '.join(OBJECTIVES)}")
+    params = inspect.signature(OBJECTIVES[name].__init__).parameters
+    return [p for p in params if p not in ("self", "threat")]
+
+
+def build_objective(name: str, threat: ThreatModel | None = None, **kwargs: Any) -> Objective:
+    """Objective `name` with its arguments; arguments it does not take are refused, naming the valid ones."""
+    valid = objective_arguments(name)
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise AdvlabError(f"objective {name!r} takes no argument {', '.join(map(repr, unknown))}; "
+                          f"its arguments are {', '.join(valid) or '(none)'}")
     cls = OBJECTIVES[name]
     if cls is Standard:
         return Standard()

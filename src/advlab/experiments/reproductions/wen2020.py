@@ -335,7 +335,7 @@ def finding_rows(f: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def write_wen_report(run_dir: Path) -> tuple[Path, Path]:
-    from ..report import load_figures_data, write_report
+    from ..report import Figure, load_figures_data, verdict_summary, write_report
     r = json.loads((run_dir / "results.json").read_text())
     runs = r["runs"]
     data = load_figures_data(run_dir)
@@ -372,19 +372,28 @@ def write_wen_report(run_dir: Path) -> tuple[Path, Path]:
     table = "\n".join(f"eps {x['eps']:<5g} test {x['test_acc']:.4f}  train {x['train_acc']:.4f}  gap {x['gap']:+.4f}"
                       f"  robust@own {x['robust_acc_own_eps']:.4f}  conf {x['test_confidence']:.3f}  margin "
                       f"{x['test_margin']:.3f}  inst.margin {x['instance_margin_correct']:.3f}" for x in runs)
-    checks = [row for row in r["rows"] if row.get("holds") is not None]
     model = _model_label(r["budget_settings"])
     data_name = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}[r.get("dataset", "mnist")]
     intro = (f"{data_name}, {model}, PGD-AT at eps {list(r['budget_settings']['eps'])}, budget "
              f"'{r['budget']}', {r['seconds'] / 60:.1f} min on {r['hardware']['gpu'] or 'CPU'}. "
-             f"{sum(row['holds'] for row in checks)} of {len(checks)} checks hold. 'paper' is the sign of the "
+             f"{verdict_summary(r['rows'])}. 'paper' is the sign of the "
              "claimed trend; 'advlab' the Spearman rank correlation with eps (or the share of layers).")
+    bs = r["budget_settings"]
+    setting = (f"Threat: linf, one PGD-AT model per training eps in {list(bs['eps'])}; robust accuracy with PGD on "
+               f"{bs.get('n_eval', '?')} test points; {r['seeds']} seed(s); budget '{r['budget']}'.")
     return write_report(run_dir, "Wen, Li, Jia 2020 reproduced with advlab", intro, r["rows"],
                         [("Statistics per eps", table)],
-                        {"spectra_vs_eps": spectra_plot, "confidence_histograms": conf_plot,
-                         "smoothness_per_layer": smooth_plot},
+                        {"spectra_vs_eps": Figure("Layer spectra vs training eps", "Largest singular value (left) "
+                                                  "and spread, std / largest (right), of each layer vs the training "
+                                                  "eps.", spectra_plot),
+                         "confidence_histograms": Figure("Test confidence per training eps", "Max-softmax confidence "
+                                                         "on the test points, one histogram per training eps.",
+                                                         conf_plot),
+                         "smoothness_per_layer": Figure("Feature smoothness per layer", "Change of each layer's "
+                                                        "features per unit input change, adversarial (solid) and "
+                                                        "random (dashed) directions.", smooth_plot)},
                         {k: r[k] for k in ("dataset", "budget", "budget_settings", "seeds", "seconds", "command",
-                                           "versions", "hardware", "note") if k in r})
+                                           "versions", "hardware", "note") if k in r}, setting=setting)
 
 
 def _pct(v: float) -> str:
