@@ -125,3 +125,46 @@ def test_debug_shows_the_traceback(files):
     assert res.returncode != 0 and "Traceback" in res.stderr
     res = advlab("run", "model.toml", cwd=files, env={"ADVLAB_DEBUG": "1"})
     assert "Traceback" in res.stderr
+
+
+def test_stale_results_are_refused_marked_and_recomputed(files, finished_run, tmp_path):
+    """The issue's case: a run's model replaced (retrained elsewhere) must not inherit the old model's
+    worst case: `eval` refuses the old state, `runs` marks the old files stale, --restart recomputes."""
+    import json
+    import shutil
+    run = tmp_path / "copy"
+    shutil.copytree(finished_run, run)
+    res = advlab("eval", str(run), "--eps", "0.1", "--suite", "fast", "--n", "50", cwd=files)
+    assert res.returncode == 0, res.stderr
+    old = json.loads(res.stdout)
+    other = files / "run-other"
+    assert advlab("run", "good.toml", "--out", str(other), "--set", "seed=5", "--set", "train.lr=0.5",
+                  cwd=files).returncode == 0
+    shutil.copy(other / "model.safetensors", run / "model.safetensors")
+    listing = advlab("runs", "--root", str(tmp_path), cwd=files).stdout
+    assert "STALE" in listing and "eval_fast-linf-0.1-50.json" in listing and "results.json" in listing
+    assert_one_line(advlab("eval", str(run), "--eps", "0.1", "--suite", "fast", "--n", "50", cwd=files),
+                    1, "another evaluation", "model", "--restart")
+    res = advlab("eval", str(run), "--eps", "0.1", "--suite", "fast", "--n", "50", "--restart", cwd=files)
+    assert res.returncode == 0, res.stderr
+    new = json.loads(res.stdout)
+    fresh = advlab("eval", str(other), "--eps", "0.1", "--suite", "fast", "--n", "50", cwd=files)
+    assert json.loads(fresh.stdout)["robust_accuracy"] == new["robust_accuracy"]
+    assert new["model_sha256"] != old["model_sha256"]
+    listing = advlab("runs", "--root", str(tmp_path), cwd=files).stdout
+    assert "eval_fast" not in listing.split("STALE")[-1] and "results.json" in listing
+
+
+def test_runs_lists_failed_and_unfinished_runs(files, tmp_path):
+    import json
+    good = files / "run-ok"
+    assert good.exists() or advlab("run", "good.toml", "--out", str(good), cwd=files).returncode == 0
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.toml").write_text("name = 'x'")
+    (broken / "status.json").write_text(json.dumps({"state": "failed", "error": "RuntimeError: boom"}))
+    half = tmp_path / "half"
+    half.mkdir()
+    (half / "checkpoint.safetensors").write_bytes(b"")
+    listing = advlab("runs", "--root", str(tmp_path), cwd=files).stdout
+    assert "failed: RuntimeError: boom" in listing and "half" in listing and "unfinished" in listing

@@ -75,7 +75,7 @@ def load_state(path: str | Path | None, fingerprint: dict[str, str], n: int, n_a
     diff = _differences(saved, fingerprint)
     if diff:
         raise StaleStateError(f"{path} belongs to another evaluation: different {'; '.join(diff)}; "
-                              "restart to evaluate afresh or pass another state_path")
+                              "evaluate afresh with restart=True (CLI: --restart) or pass another state_path")
     try:
         state: dict[str, Any] = {"progress": progress}
         for k in STATE_KEYS:
