@@ -28,6 +28,7 @@ from ..threat import ThreatModel
 from .checks import (GradientMaskingWarning, check_black_box_beats_white_box, check_model_outputs,
                      check_zero_gradients)
 from .memory import attack_in_pieces, map_in_pieces
+from ..progress import progress_bar, progress_enabled
 from .metrics import predict
 from .state import evaluation_fingerprint, load_state, save_state
 from .suites import build_suite
@@ -92,7 +93,7 @@ def evaluate_robustness(model: nn.Module, data: tuple[Tensor, Tensor], threat: T
                         suite: str | Sequence[Attack] = "standard", *, batch_size: int = 500,
                         seed: int = 0, state_path: str | Path | None = None, checks: bool = True,
                         keep_adversarials: bool = False, device: torch.device | str | None = None,
-                        progress: bool = False, accel: str = "off", verify_samples: int = 500,
+                        progress: bool | None = None, accel: str = "off", verify_samples: int = 500,
                         restart: bool = False) -> RobustnessResult:
     """Worst-case robust accuracy of `model` on `data` = (x, y) under `threat`.
 
@@ -159,7 +160,9 @@ def evaluate_robustness(model: nn.Module, data: tuple[Tensor, Tensor], threat: T
             state["start_mask"] = state["robust"].clone()
         todo = state["start_mask"].nonzero().squeeze(1)
         chunks = [c for c in todo.split(batch_size) if c.numel()]
-        bar = _progress(len(chunks), f"{attack.name}", progress and rank == 0)
+        done_points = sum(int(c.numel()) for c in chunks[:prog["chunk"]])
+        bar = progress_bar(int(todo.numel()), f"{attack.name} ({ai + 1}/{len(attacks)})", unit="pt",
+                           initial=done_points, enabled=progress_enabled(progress) and rank == 0)
         while prog["chunk"] < len(chunks):
             # one round: rank r attacks chunk (first + r), then every rank learns every outcome
             mine = prog["chunk"] + rank
@@ -180,7 +183,8 @@ def evaluate_robustness(model: nn.Module, data: tuple[Tensor, Tensor], threat: T
                 st[key] += int(value)
             st["seconds"] += totals[4] / world
             done = min(prog["chunk"] + world, len(chunks))
-            bar.update(done - prog["chunk"])
+            bar.update(sum(int(c.numel()) for c in chunks[prog["chunk"]:done]))
+            bar.set_postfix(broken=st["broken"], robust=int(state["robust"].sum()))
             prog["chunk"] = done
             save_state(own_state_path, state, fingerprint)
         bar.close()
@@ -261,11 +265,6 @@ def _input_checks(model: nn.Module, x: Tensor, y: Tensor, clean: Tensor, dev: to
     if correct.numel():
         flags += check_zero_gradients(model, x[correct.to(x.device)].to(dev), y[correct.to(y.device)].to(dev))
     return flags
-
-
-def _progress(total: int, desc: str, enabled: bool):  # noqa: ANN202 - tqdm or a no-op
-    from tqdm.auto import tqdm
-    return tqdm(total=total, desc=desc, disable=not enabled, leave=False)
 
 
 def robust_accuracy_curve(model: nn.Module, data: tuple[Tensor, Tensor], norm: str,

@@ -4,7 +4,6 @@ the worst-case evaluation from its state file) when run again with resume=True."
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import fields, replace
 from pathlib import Path
@@ -20,6 +19,7 @@ from ..evaluation import evaluate_robustness, mean_confidence, predict
 from ..models import build_model
 from ..device import resolve_device
 from ..distributed import is_main, local_device, world
+from ..progress import progress_enabled
 from ..errors import AdvlabError, RunDirError
 from ..threat import ThreatModel
 from ..training import Trainer, TrainConfig, build_objective, load_checkpoint, save_checkpoint
@@ -42,7 +42,7 @@ def train_config(spec: ExperimentSpec) -> TrainConfig:
     kw["milestones"] = tuple(kw["milestones"])
     kw["seed"] = spec.seed
     kw["val_samples"] = spec.data.val_samples
-    kw["progress"] = sys.stderr.isatty()
+    kw["progress"] = progress_enabled()
     if t.threat is not None:
         kw["monitor_threat"] = {"norm": t.threat.norm, "eps": t.threat.eps, "bounds": tuple(t.threat.bounds)}
     return TrainConfig(**kw)

@@ -245,13 +245,17 @@ def build_perturbation_dataset(
     attack = budget.attack(bounds, seed)
     out = torch.empty_like(x)
     n = x.shape[0]
+    from ..progress import progress_bar
+    bar = progress_bar(n, f"building {scenario}/{budget.norm}", unit="img")
     for i in range(0, n, batch_size):
         xb, tb = x[i:i + batch_size], targets[i:i + batch_size]
         # the targeted loss ignores y; for noise a placeholder that differs from the target is passed
         yb = y[i:i + batch_size] if scenario != "uniform" else (tb + 1) % num_classes
         out[i:i + batch_size] = attack(source, xb, yb, targets=tb).x_adv
+        bar.update(min(batch_size, n - i))
         if progress is not None:
             progress(min(i + batch_size, n), n)
+    bar.close()
     clean, out = store_perturbed(x, out, storage, bounds)
     pred = predict(source, out, batch_size).argmax(1)
     fooled = (pred == targets).float()

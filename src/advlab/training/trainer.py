@@ -206,13 +206,15 @@ class Trainer:
                           autocast=self._autocast(device))
         ctx.penalty = self._l1_penalty if self._l1 else None
         t0 = time.perf_counter()
-        from tqdm.auto import tqdm
+        from ..progress import progress_bar
+        show = c.progress and self.rank == 0
+        epochs_bar = progress_bar(c.epochs, "training", unit="epoch", initial=state["epoch"], enabled=show)
         while state["epoch"] < c.epochs and not state["stopped_early"]:
             epoch = state["epoch"]
             perm = torch.randperm(n, generator=torch.Generator().manual_seed(c.seed * 100003 + epoch)).to(device)
             model.train()
-            bar = tqdm(total=steps_per_epoch, initial=state["step"], desc=f"epoch {epoch}",
-                       disable=not c.progress or self.rank != 0, leave=False)
+            bar = progress_bar(steps_per_epoch, f"epoch {epoch + 1}/{c.epochs}", unit="step", initial=state["step"],
+                               enabled=show)
             # the epoch's loss sum stays on the device (no host sync per step); it is copied into
             # `state` only where state is saved or read
             loss_sum = torch.tensor(state.get("loss_sum", 0.0), dtype=torch.float64, device=device)
@@ -263,6 +265,9 @@ class Trainer:
             for cb in self.callbacks:
                 cb(record)
             self._save(state, best_weights)
+            epochs_bar.update(1)
+            epochs_bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k in ("train_loss", "val_error")})
+        epochs_bar.close()
         if best_weights is not None and c.early_stopping_patience:
             model.load_state_dict(best_weights)
         elif self._ema is not None:

@@ -216,6 +216,8 @@ def run_goodfellow2015(out: Path, budget: str = "quick", seeds: int = 1, device:
     per_seed: dict[str, list[dict[str, Any]]] = {name: [] for name in plan}
     figs: dict[str, np.ndarray] = {}
     transfers, ensembles, tvs = [], [], []
+    from ...progress import progress_bar
+    bar = progress_bar(seeds * (len(plan) + b.ensemble - 1), "goodfellow2015 models", unit="model")
     for seed in range(seeds):
         log(f"[goodfellow2015] seed {seed}: training {len(plan)} models ({budget} budget)")
         models = {}
@@ -228,14 +230,16 @@ def run_goodfellow2015(out: Path, budget: str = "quick", seeds: int = 1, device:
                 figs[f"conf_adv__{name}"] = m["_conf_adv"]
             m.pop("_conf_adv")
             per_seed[name].append({**m, "train": info})
+            bar.update(1)
         if seed == 0:
             for name in ("maxout", "maxout_at"):
                 figs[f"weights__{name}"] = models[name].features[2].linear.weight.detach().cpu().numpy()[:: 5][:24]
         core = {k: models[k] for k in ("softmax", "maxout", "maxout_at", "maxout_sign_noise", "rbf")}
         transfers.append(transfer(core, test_eval))
-        members = [models["maxout"]] + [
-            _train(f"maxout_member{k}", plan["maxout"], train, seed * 1000 + k, out, log)[0]
-            for k in range(1, b.ensemble)]
+        members = [models["maxout"]]
+        for k in range(1, b.ensemble):
+            members.append(_train(f"maxout_member{k}", plan["maxout"], train, seed * 1000 + k, out, log)[0])
+            bar.update(1)
         ens = Ensemble(members).eval()
         ens_err_whole = _err(ens, _fgsm(ens, test_eval.x, test_eval.y, EPS), test_eval.y)[0]
         ens_err_member = _err(ens, _fgsm(members[0], test_eval.x, test_eval.y, EPS), test_eval.y)[0]
@@ -248,6 +252,7 @@ def run_goodfellow2015(out: Path, budget: str = "quick", seeds: int = 1, device:
         t.pop("_weights")
         tvs.append(t)
         log(f"[goodfellow2015] seed {seed} done at {time.perf_counter() - t_start:.0f}s")
+    bar.close()
     models_agg = {name: {k: _agg([r[k] for r in runs]) for k in runs[0] if k not in ("train", "fgsm_curve")}
                   for name, runs in per_seed.items()}
     for name, runs in per_seed.items():

@@ -170,14 +170,18 @@ def _noise_cell(ctx: _SeedContext) -> dict[str, Any]:
 
 
 def _seed_cells(ctx: _SeedContext, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    from ...progress import progress_bar
     cells = []
+    bar = progress_bar(len(ctx.b.scenarios) * len(ctx.b.norms), f"kumano2024 cells (seed {ctx.seed})", unit="cell")
     for scenario in ctx.b.scenarios:
         for norm in ctx.b.norms:
             c = _cell(ctx.out, f"{scenario}-{norm}-seed{ctx.seed}",
                       lambda s=scenario, n=norm: _perturbation_cell(ctx, s, n))
             cells.append(c)
+            bar.update(1)
             log(f"  {scenario:12s} {norm:4s}: fooling {c['fooling_rate']:.2%}, clean test accuracy last "
                 f"{c['last_acc']:.2%} / best {c['best_acc']:.2%}, agreement with source {c['agreement']:.2%}")
+    bar.close()
     for scenario in [s for s in ctx.b.scenarios if s != "uniform"]:
         c = _cell(ctx.out, f"{scenario}-none-seed{ctx.seed}", lambda s=scenario: _unperturbed_cell(ctx, s))
         cells.append(c)

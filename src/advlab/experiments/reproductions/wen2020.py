@@ -184,15 +184,19 @@ def run_wen2020(out: Path, budget: str = "quick", seeds: int = 1, device: str = 
     runs: list[dict[str, Any]] = []
     trajectories: dict[str, list] = {}
     conf_hist: dict[str, np.ndarray] = {}
+    from ...progress import progress_bar
+    bar = progress_bar(seeds * len(b.eps), "wen2020 models", unit="model")
     for seed in range(seeds):
         for eps in b.eps:
             model, hist = _train_one(eps, b, train, val.subset(1000), seed, out, log)
+            bar.update(1)
             m = _measure(model, eps, train, test, seed, b.ref_eps)
             conf_hist[f"eps{eps:g}"] = m.pop("_confidence")
             trajectories[f"eps{eps:g}-seed{seed}"] = hist
             runs.append({"seed": seed, **m})
             log(f"[wen2020] eps={eps:g}: test {m['test_acc']:.2%}, robust@own {m['robust_acc_own_eps']:.2%}, "
                 f"confidence {m['test_confidence']:.3f}")
+    bar.close()
     np.savez_compressed(out / "figures.npz", **{f"conf__{k}": v for k, v in conf_hist.items()})
     results = {"paper": "wen2020", "dataset": dataset, "budget": budget, "budget_settings": b.__dict__, "seeds": seeds,
                "seconds": time.perf_counter() - t0, **provenance(device),
