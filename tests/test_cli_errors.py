@@ -168,3 +168,27 @@ def test_runs_lists_failed_and_unfinished_runs(files, tmp_path):
     (half / "checkpoint.safetensors").write_bytes(b"")
     listing = advlab("runs", "--root", str(tmp_path), cwd=files).stdout
     assert "failed: RuntimeError: boom" in listing and "half" in listing and "unfinished" in listing
+
+
+def test_reports_state_what_was_run(files, finished_run):
+    """An ordinary run's report and a reproduction's: settings beside each table, pt differences,
+    titled and captioned figures, the verdict summary; `advlab report` accepts both kinds."""
+    import re
+    md = (finished_run / "report.md").read_text()
+    assert "## Settings" in md and "## Robustness per attack" in md
+    assert re.search(r"Evaluated on \d+ test points, seed 0", md)
+    res = advlab("report", str(finished_run), cwd=files)
+    assert res.returncode == 0, res.stderr
+    from advlab.experiments.report import write_report
+    rows = [{"id": "X1", "quantity": "error", "paper": 0.9, "ours": 0.85, "check": ">= 0.8", "holds": True},
+            {"id": "X2", "quantity": "error", "paper": 0.1, "ours": 0.2, "check": "<= 0.15", "holds": False}]
+    out = files / "rep"
+    out.mkdir(exist_ok=True)
+    md_path, html_path = write_report(out, "T", "intro", rows, [("S", "text")],
+                                      {"f": lambda fig: fig.add_subplot(111).plot([0, 1])}, {},
+                                      setting="Threat: linf eps 0.3, 1000 test points, 2 seeds.")
+    md = md_path.read_text()
+    assert "Threat: linf eps 0.3, 1000 test points, 2 seeds." in md
+    assert "-5.00 pt" in md and "+10.00 pt" in md
+    assert "1 of 2 checks hold; misses: X2" in md
+    assert re.search(r"\*Figure 1\. .+\*", md) and "<figcaption>Figure 1." in html_path.read_text()

@@ -112,7 +112,7 @@ _STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em aut
           "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
           "font-size:14px;vertical-align:top}th{background:#f3f3f3}td.bad{background:#fdd;font-weight:bold}"
           ".scroll{overflow-x:auto;max-width:100%}p.note{color:#444;font-size:14px;margin:.2em 0 1em}"
-          "pre{background:#f7f7f7;padding:1em;white-space:pre-wrap;overflow-wrap:anywhere}"
+          "pre{background:#f7f7f7;padding:1em;white-space:pre;overflow-x:auto;font-size:13px}"
           "figure{margin:1.5em 0}figure img{max-width:100%;height:auto}figcaption{font-size:14px;color:#444}")
 
 
@@ -150,7 +150,8 @@ def write_report(run_dir: Path, title: str, intro: str, rows: list[dict[str, Any
             parts += [f"<p class='note'>{html.escape(body.get('note', ''))}</p>", _html_table(body["table"])]
         else:
             md += [body, ""]
-            parts.append(f"<pre>{html.escape(body)}</pre>")
+            # prose wraps; multi-line text is a fixed-width table and keeps its columns
+            parts.append(f"<pre>{html.escape(body)}</pre>" if "\n" in body else f"<p>{html.escape(body)}</p>")
     if pngs:
         md += ["## Figures", ""]
         for k, name in enumerate(pngs, 1):

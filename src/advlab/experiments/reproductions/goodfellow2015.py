@@ -429,10 +429,11 @@ def write_goodfellow_report(run_dir: Path) -> tuple[Path, Path]:
                f"(PGD-40 and the worst case on the first {b['n_strong']}); {r['seeds']} seed(s); budget "
                f"'{r['budget']}'. Differences are in percentage points (pt).")
     ens = r["ensemble"]
-    sections = [("Transfer matrix (error, rows: crafted on, columns: evaluated on)",
-                 "\n".join([" " * 22 + "".join(f"{n[:14]:>16}" for n in names)] +
-                           [f"{n[:20]:<22}" + "".join(f"{100 * v:15.1f}%" for v in row)
-                            for n, row in zip(names, r["transfer"]["error"])])),
+    transfer_cells = [["crafted on \\ evaluated on", *names]] + [
+        [n, *(f"{100 * v:.1f}%" for v in row)] for n, row in zip(names, r["transfer"]["error"])]
+    sections = [("Transfer matrix", {"table": transfer_cells, "note": f"Error of the column's model on FGSM "
+                                     f"examples (linf eps 0.25) crafted on the row's model, {b['n_eval']} test "
+                                     f"points, seed 0 of {r['seeds']}."}),
                 ("Ensemble", f"size {r['budget_settings']['ensemble']}: "
                      f"clean error {ens['clean_error']['mean']:.2%}, "
                              f"FGSM on the ensemble {ens['error_attack_ensemble']['mean']:.2%}, "
