@@ -27,6 +27,14 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch, mnist_cache):
     from advlab.data import load_mnist
     monkeypatch.chdir(tmp_path)
     torch.manual_seed(0)
+    # the "evaluate your own model" block reads mynet.py, w.pt and test.npz from the working directory
+    (tmp_path / "mynet.py").write_text("from torch import nn\nclass Net(nn.Sequential):\n    def __init__(self):\n"
+                                       "        super().__init__(nn.Flatten(), nn.Linear(784, 10))\n")
+    own = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    torch.save(own.state_dict(), tmp_path / "w.pt")
+    import numpy as np
+    np.savez(tmp_path / "test.npz", x=(load_mnist("test").x[:20].numpy() * 255).round().astype("uint8"),
+             y=load_mnist("test").y[:20].numpy())
     train, test = load_mnist("train"), load_mnist("test")
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 10)).eval()
     source = nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).eval()

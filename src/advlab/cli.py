@@ -285,7 +285,18 @@ def attack_cmd(run_dir: Path, name: str, norm: str, eps: float, n_samples: int, 
 
 
 @main.command("eval")
-@click.argument("run_dir", type=RUN_DIR)
+@click.argument("run_dir", type=RUN_DIR, required=False)
+@click.option("--model", "model_spec", default=None, help="Instead of RUN_DIR: file.py:Name, package.module:Name "
+              "or a zoo name (with --weights and --data).")
+@click.option("--model-args", default=None, help="JSON keyword arguments for --model.")
+@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="safetensors or a torch checkpoint (read with weights_only=True).")
+@click.option("--data", "data_spec", default=None, help="mnist, fashion_mnist, cifar10, or FILE.npz / "
+              "FILE.safetensors with x, y.")
+@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
+@click.option("--normalize", default=None, metavar="MEAN,STD", help="Per-channel normalization put in front of "
+              "--model, e.g. '0.49,0.48,0.45;0.25,0.24,0.26' (means ; stds) or '0.1307,0.3081'.")
+@click.option("--output", default=None, help="Logits of a model returning a tuple (index), a dict (key) or .logits.")
 @click.option("--norm", type=click.Choice(list(NORMS), case_sensitive=False), default="linf", show_default=True)
 @click.option("--eps", type=float, required=True)
 @click.option("--suite", type=click.Choice(["standard", "fast"]), default="standard", show_default=True)
@@ -293,12 +304,13 @@ def attack_cmd(run_dir: Path, name: str, norm: str, eps: float, n_samples: int, 
 @click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 (under torchrun: each rank's GPU).")
 @click.option("--restart", is_flag=True, help="Discard a saved evaluation state and evaluate afresh.")
-def eval_cmd(run_dir: Path, norm: str, eps: float, suite: str, n_samples: int, batch_size: int, device: str,
-             restart: bool) -> None:
-    """Worst-case robust accuracy of a run's model (resumable; state kept in the run directory, tied
-    to the model's weights: a retrained model is never given an older model's numbers).
+def eval_cmd(run_dir: Path | None, model_spec: str | None, model_args: str | None, weights: Path | None,
+             data_spec: str | None, split: str, normalize: str | None, output: str | None, norm: str, eps: float,
+             suite: str, n_samples: int, batch_size: int, device: str, restart: bool) -> None:
+    """Worst-case robust accuracy of a run's model, or of your own (--model --weights --data).
 
-    Under `torchrun --nproc_per_node N -m advlab eval ...` the points are sharded over N processes."""
+    Resumable; the state is tied to the model's weights, so a retrained model is never given an older
+    model's numbers. Under `torchrun --nproc_per_node N -m advlab eval ...` the points are sharded."""
     from .data import load_dataset
     from .device import resolve_device
     from .distributed import init_from_env, is_main, local_device
@@ -309,18 +321,64 @@ def eval_cmd(run_dir: Path, norm: str, eps: float, suite: str, n_samples: int, b
     from .threat import ThreatModel
     threat = ThreatModel(norm, eps)
     resolve_device(device)
+    if (run_dir is None) == (model_spec is None):
+        raise click.UsageError("give either RUN_DIR or --model SPEC --weights FILE --data SPEC")
     init_from_env(device)
     dev = local_device(device)
-    model, spec = load_run_model(run_dir)
-    model = model.to(dev)
-    test = load_dataset(spec.data.name, "test", root=spec.data.root, device=dev).subset(n_samples)
     tag = f"{suite}-{threat.norm}-{eps:g}-{n_samples}"
-    res = evaluate_robustness(model, (test.x, test.y), threat, suite, batch_size=batch_size, seed=spec.seed,
-                              state_path=run_dir / f"eval_{tag}.safetensors", progress=None, restart=restart)
+    if run_dir is not None:
+        model, spec = load_run_model(run_dir)
+        test = load_dataset(spec.data.name, "test", root=spec.data.root, device=dev).subset(n_samples)
+        seed, state = spec.seed, run_dir / f"eval_{tag}.safetensors"
+        sha = model_file_sha256(run_dir / "model.safetensors")
+    else:
+        from .data.arrays import load_data_spec
+        from .fingerprint import model_fingerprint
+        from .models.loading import load_model
+        if data_spec is None:
+            raise click.UsageError("--model needs --data (mnist, cifar10, FILE.npz, ...)")
+        model = load_model(model_spec, weights=weights, model_args=_json_option(model_args, "--model-args"),
+                           normalize=_normalize_option(normalize), output=output)
+        test = load_data_spec(data_spec, split, device=dev).subset(n_samples)
+        seed, state, sha = 0, None, model_fingerprint(model)
+    model = model.to(dev)
+    res = evaluate_robustness(model, (test.x, test.y), threat, suite, batch_size=batch_size, seed=seed,
+                              state_path=state, progress=None, restart=restart)
     if is_main():
-        out = {**res.to_dict(), "suite": suite, "model_sha256": model_file_sha256(run_dir / "model.safetensors")}
-        atomic_write_json(run_dir / f"eval_{tag}.json", out)
+        out = {**res.to_dict(), "suite": suite, "model_sha256": sha}
+        if suite == "fast":
+            out["note"] = "the fast suite is a screen, not a worst case: report the standard suite"
+        if run_dir is not None:
+            atomic_write_json(run_dir / f"eval_{tag}.json", out)
         click.echo(json.dumps({k: v for k, v in out.items() if k != "versions"}, indent=2))
+
+
+def _json_option(text: str | None, flag: str) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise click.BadParameter(f"not valid JSON ({e})", param_hint=flag) from None
+    if not isinstance(value, dict):
+        raise click.BadParameter("must be a JSON object of keyword arguments", param_hint=flag)
+    return value
+
+
+def _normalize_option(text: str | None) -> tuple[list[float], list[float]] | None:
+    """'MEAN,STD' (one channel) or 'M1,M2,M3;S1,S2,S3'."""
+    if not text:
+        return None
+    try:
+        if ";" in text:
+            mean, std = ([float(v) for v in part.split(",")] for part in text.split(";"))
+        else:
+            mean, std = ([float(v)] for v in text.split(","))
+    except ValueError:
+        raise click.BadParameter("use MEAN,STD or M1,M2,M3;S1,S2,S3", param_hint="--normalize") from None
+    if len(mean) != len(std) or min(std) <= 0:
+        raise click.BadParameter("needs as many positive stds as means", param_hint="--normalize")
+    return mean, std
 
 
 @main.command("bench")

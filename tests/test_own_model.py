@@ -1,0 +1,91 @@
+"""Evaluate your own model: a class in a user's file, weights saved with plain torch.save, data in an
+npz; a pickle that asks to run code is refused and runs nothing."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from advlab.errors import CheckpointError
+from advlab.models.loading import load_model, read_state_dict
+
+NET = """
+import torch
+from torch import nn
+
+class Net(nn.Module):
+    def __init__(self, hidden: int = 32):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+
+    def forward(self, x):
+        return self.body(x)
+"""
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, (f"touch {os.environ.get('ADVLAB_EVIL_MARK', '/tmp/advlab-evil')}",))
+
+
+@pytest.fixture
+def user_files(tmp_path):
+    (tmp_path / "mynet.py").write_text(NET)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import importlib
+        mod = importlib.import_module("mynet")
+        importlib.reload(mod)
+        torch.manual_seed(0)
+        net = mod.Net()
+        torch.save(net.state_dict(), tmp_path / "w.pt")
+        torch.save({"state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}}, tmp_path / "ddp.pt")
+    finally:
+        sys.path.remove(str(tmp_path))
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(200, 8, 8, 1), dtype=np.uint8)   # NHWC uint8
+    with torch.no_grad():
+        y = net(torch.from_numpy(x.transpose(0, 3, 1, 2).astype(np.float32) / 255)).argmax(1).numpy()
+    np.savez(tmp_path / "test.npz", x=x, y=y)
+    return tmp_path
+
+
+def test_cli_evaluates_a_users_model(user_files):
+    env = {**os.environ, "ADVLAB_QUIET": "1"}
+    res = subprocess.run([sys.executable, "-m", "advlab", "eval", "--model", "mynet.py:Net", "--weights", "w.pt",
+                          "--data", "test.npz", "--eps", "0.1", "--suite", "fast", "--n", "200"],
+                         cwd=user_files, capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["n_samples"] == 200 and out["clean_accuracy"] == 1.0 and out["robust_accuracy"] < 1.0
+
+
+def test_python_api_in_three_lines(user_files, monkeypatch):
+    monkeypatch.chdir(user_files)
+    import advlab
+    model = advlab.load_model("mynet.py:Net", weights="ddp.pt")      # module. prefixes and state_dict key
+    data = advlab.data.load("test.npz")
+    res = advlab.evaluate_robustness(model, (data.x, data.y), advlab.ThreatModel("linf", 0.1), suite="fast")
+    assert res.clean_accuracy == 1.0
+
+
+def test_malicious_pickle_is_refused_and_runs_nothing(tmp_path, monkeypatch):
+    mark = tmp_path / "pwned"
+    monkeypatch.setenv("ADVLAB_EVIL_MARK", str(mark))
+    torch.save({"state_dict": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="weights_only"):
+        read_state_dict(tmp_path / "evil.pt")
+    assert not mark.exists()
+
+
+def test_missing_and_unexpected_keys_are_listed(user_files):
+    sd = torch.load(user_files / "w.pt", weights_only=True)
+    sd["extra.weight"] = sd.pop("body.1.weight")
+    torch.save(sd, user_files / "bad.pt")
+    with pytest.raises(CheckpointError, match="missing keys body.1.weight; unexpected keys extra.weight"):
+        load_model(str(user_files / "mynet.py") + ":Net", weights=user_files / "bad.pt")
