@@ -3,11 +3,10 @@ a dataset (every byte), so that a saved state or a derived file can never be rea
 from __future__ import annotations
 
 import hashlib
-import json
 
-import torch
 from torch import Tensor, nn
 
+from .accel import FastModel
 from .io import tensors_sha256
 
 
@@ -17,7 +16,7 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     while True:
         if isinstance(model, wrappers):
             model = model.module
-        elif type(model).__name__ == "FastModel" and isinstance(getattr(model, "inner", None), nn.Module):
+        elif isinstance(model, FastModel):
             model = model.inner
         else:
             return model
@@ -34,10 +33,4 @@ def model_fingerprint(model: nn.Module) -> str:
 
 def data_fingerprint(*tensors: Tensor) -> str:
     """sha256 of every byte of the given tensors with their dtypes and shapes (not a prefix)."""
-    h = hashlib.sha256()
-    for t in tensors:
-        t = t.detach().contiguous().cpu()
-        h.update(json.dumps([str(t.dtype), list(t.shape)]).encode())
-        if t.numel():
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+    return tensors_sha256({str(i): t for i, t in enumerate(tensors)})

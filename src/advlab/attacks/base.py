@@ -14,6 +14,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from ..accel import FastModel
 from ..errors import AttackConfigError, InputError, ModelOutputError
 from ..models.guard import attack_mode
 from ..threat import ThreatModel
@@ -120,7 +121,7 @@ def check_model_dtype(model: nn.Module, x: Tensor) -> None:
     """x must have the dtype of the model's floating weights (torch would fail with 'mat1 and mat2')."""
     weights = (t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point())
     w = next(weights, None)
-    if w is not None and w.dtype != x.dtype and type(model).__name__ != "FastModel":
+    if w is not None and w.dtype != x.dtype and not isinstance(model, FastModel):  # autocast casts for it
         raise InputError(f"x has dtype {x.dtype} but the model's weights are {w.dtype}; "
                          f"pass x.to({w.dtype}) or convert the model with model.to({x.dtype})")
 
