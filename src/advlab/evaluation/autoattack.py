@@ -7,17 +7,15 @@ result records per-sample outcomes, per-attack costs and every sanity-check flag
 """
 from __future__ import annotations
 
-import platform
 import warnings
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .. import __version__
 from ..accel import accelerate, resolve_accel
 from ..attacks import Attack
 from ..attacks.base import check_label_range, check_labels, check_model_dtype
@@ -30,66 +28,12 @@ from .checks import (GradientMaskingWarning, check_black_box_beats_white_box, ch
 from .memory import attack_in_pieces, map_in_pieces
 from ..progress import progress_bar, progress_enabled
 from .metrics import predict
+from .result import AttackStats, RobustnessResult
 from .state import evaluation_fingerprint, load_state, save_state
 from .suites import build_suite
 
 
-@dataclass
-class AttackStats:
-    name: str
-    broken: int = 0
-    attacked: int = 0
-    n_forward: int = 0
-    n_backward: int = 0
-    seconds: float = 0.0
-
-
-@dataclass
-class RobustnessResult:
-    """Per-sample outcome of a worst-case evaluation and the numbers a report needs."""
-
-    threat: ThreatModel
-    clean_correct: Tensor          # bool [N]
-    robust: Tensor                 # bool [N]: correct under every attack
-    broken_by: Tensor              # int [N]: index of the attack that broke the point, -1 if none
-    adv_norms: Tensor              # [N]: norm of the adversarial perturbation found (nan if none)
-    attacks: list[AttackStats]
-    flags: list[str] = field(default_factory=list)
-    seed: int = 0
-    x_adv: Tensor | None = None
-    accel: dict[str, Any] | None = None  # the fast path used and its check against fp32
-
-    @property
-    def clean_accuracy(self) -> float:
-        return float(self.clean_correct.float().mean())
-
-    @property
-    def robust_accuracy(self) -> float:
-        return float(self.robust.float().mean())
-
-    @property
-    def n_forward(self) -> int:
-        return sum(a.n_forward for a in self.attacks)
-
-    @property
-    def n_backward(self) -> int:
-        return sum(a.n_backward for a in self.attacks)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The results schema (RobustBench-like): what was run, the numbers, the flags, the versions."""
-        return {
-            "threat_model": {"norm": self.threat.norm, "eps": self.threat.eps, "bounds": list(self.threat.bounds)},
-            "n_samples": int(self.clean_correct.numel()),
-            "clean_accuracy": self.clean_accuracy,
-            "robust_accuracy": self.robust_accuracy,
-            "attacks": [asdict(a) for a in self.attacks],
-            "n_forward": self.n_forward, "n_backward": self.n_backward,
-            "flags": list(self.flags), "seed": self.seed, "accel": self.accel,
-            "versions": {"advlab": __version__, "torch": torch.__version__, "python": platform.python_version()},
-        }
-
-
-def evaluate_robustness(model: nn.Module, data: tuple[Tensor, Tensor], threat: ThreatModel,
+def evaluate_robustness(model: nn.Module, data: tuple[Tensor, Tensor] | Iterable[Any], threat: ThreatModel,
                         suite: str | Sequence[Attack] = "standard", *, batch_size: int = 500,
                         seed: int = 0, state_path: str | Path | None = None, checks: bool = True,
                         keep_adversarials: bool = False, device: torch.device | str | None = None,
@@ -112,7 +56,16 @@ def evaluate_robustness(model: nn.Module, data: tuple[Tensor, Tensor], threat: T
     `verify_samples` clean-correct points; the result's `accel` entry gives both robust accuracies
     (a GradientMaskingWarning-style flag when they differ by more than 0.5 points), and points that
     only the fp32 run breaks count as broken, so the fast path never reports a higher number.
+    data may also be a DataLoader or any iterable of (x, y) batches: then each batch is attacked by
+    the whole suite in turn with memory bounded by the batch size, state_path is a directory that
+    gets each batch's per-sample results as it finishes, and the fast-path check uses the first
+    batch (see advlab.evaluation.streaming).
     """
+    from .streaming import evaluate_stream, is_batch_stream
+    if is_batch_stream(data):
+        return evaluate_stream(model, data, threat, suite, batch_size=batch_size, seed=seed, state_path=state_path,
+                               checks=checks, keep_adversarials=keep_adversarials, device=device,
+                               progress=progress, accel=accel, verify_samples=verify_samples, restart=restart)
     if not (isinstance(data, (tuple, list)) and len(data) == 2):
         raise InputError("data must be a pair (x, y) of tensors")
     x_all, y_all = data

@@ -25,15 +25,19 @@ class StaleStateError(CheckpointError):
     """A saved state or result belongs to another model, data set, threat model, suite or seed."""
 
 
-def evaluation_fingerprint(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, attacks: list[Attack],
-                           seed: int, fast_path: dict[str, Any]) -> dict[str, str]:
-    """What an evaluation's result depends on, one entry per part (so a mismatch can say which)."""
-    return {"model": model_fingerprint(model), "data": data_fingerprint(x, y), "threat": str(threat),
-            "suite": json.dumps([repr(a) for a in attacks]), "seed": str(seed),
-            "fast_path": json.dumps(fast_path, sort_keys=True)}
+def evaluation_fingerprint(model: nn.Module, x: Tensor | None, y: Tensor | None, threat: ThreatModel,
+                           attacks: list[Attack], seed: int, fast_path: dict[str, Any]) -> dict[str, str]:
+    """What an evaluation's result depends on, one entry per part (so a mismatch can say which).
+    A streamed evaluation passes x = y = None and checks its data chunk by chunk instead."""
+    out = {"model": model_fingerprint(model), "threat": str(threat),
+           "suite": json.dumps([repr(a) for a in attacks]), "seed": str(seed),
+           "fast_path": json.dumps(fast_path, sort_keys=True)}
+    if x is not None and y is not None:
+        out["data"] = data_fingerprint(x, y)
+    return out
 
 
-def _differences(saved: dict[str, str], current: dict[str, str]) -> list[str]:
+def fingerprint_differences(saved: dict[str, str], current: dict[str, str]) -> list[str]:
     out = []
     for part in current:
         old, new = saved.get(part), current[part]
@@ -72,7 +76,7 @@ def load_state(path: str | Path | None, fingerprint: dict[str, str], n: int, n_a
         progress = json.loads(meta["progress"])
     except (KeyError, ValueError) as e:
         raise CheckpointError(f"{path} is corrupt: {e}") from e
-    diff = _differences(saved, fingerprint)
+    diff = fingerprint_differences(saved, fingerprint)
     if diff:
         raise StaleStateError(f"{path} belongs to another evaluation: different {'; '.join(diff)}; "
                               "evaluate afresh with restart=True (CLI: --restart) or pass another state_path")

@@ -26,6 +26,10 @@ from ..errors import AdvlabError
 from ..evaluation.metrics import predict
 from ..models.layers import apply_constraints
 from ..threat import ThreatModel
+from torch.utils.data import DataLoader, Dataset
+
+from .augment import build_augment
+from .batches import BatchSource, batch_source, epoch_order, validation_tensors
 from .checkpoint import load_checkpoint, save_checkpoint
 from .objectives import Objective, StepContext
 from .schedules import lr_at, momentum_at
@@ -66,10 +70,14 @@ class TrainConfig:
     co_check_every: int = 0             # steps between checks (0: every epoch end)
     checkpoint_every: int = 0           # steps between mid-epoch checkpoints (0: epoch ends only)
     val_samples: int = 10000
+    augment: dict[str, Any] = field(default_factory=dict)  # {"crop": 4, "flip": True}: on-device, seeded per step
     progress: bool = False
 
     def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True, default=str).encode()).hexdigest()[:16]
+        fields = asdict(self)
+        if not fields["augment"]:
+            del fields["augment"]  # so runs written before augmentation existed still resume
+        return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -82,7 +90,9 @@ class TrainResult:
 
 
 class Trainer:
-    """trainer.fit(x, y, x_val, y_val) trains `model` in place with `objective` under `config`.
+    """trainer.fit(x, y, x_val, y_val) trains `model` in place with `objective` under `config`;
+    x may also be a map-style Dataset or a DataLoader yielding (x, y) (then y=None; the loader's
+    workers and collate function are used, the batch order is the run's own), and so may x_val.
 
     callbacks: functions called with each epoch's record (a dict), e.g. a metrics logger.
     checkpoint_path: where the run's state is written atomically; resume=True continues from it.
@@ -99,6 +109,7 @@ class Trainer:
         self.optimizer = self._make_optimizer()
         self._l1 = [(n, p, c) for n, p in model.named_parameters() for pre, c in config.l1.items()
                     if n.startswith(pre) and c > 0]
+        self.augment = build_augment(config.augment or None)
         if config.l1 and not self._l1:
             raise AdvlabError(f"l1 prefixes {list(config.l1)} match no parameter of the model")
         if not 0 <= config.ema_decay < 1:
@@ -162,12 +173,16 @@ class Trainer:
         return hits / x.shape[0]
 
     # -------------------------------------------------------------------- fit
-    def fit(self, x: Tensor, y: Tensor, x_val: Tensor | None = None, y_val: Tensor | None = None,
-            *, resume: bool = False) -> TrainResult:
+    def fit(self, x: Tensor | Dataset | DataLoader, y: Tensor | None = None, x_val: Any = None,
+            y_val: Tensor | None = None, *, resume: bool = False) -> TrainResult:
         c, model = self.cfg, self.model
-        device = x.device
+        source = batch_source(x, y)
+        x_val, y_val = validation_tensors(x_val, y_val, c.val_samples)
+        device = x.device if isinstance(x, Tensor) else next(model.parameters(), torch.zeros(0)).device
+        if x_val is not None:
+            x_val, y_val = x_val.to(device), y_val.to(device)
         _, channels_last, compile_model = self._fast_settings(device)
-        if channels_last and x.ndim == 4:
+        if channels_last and source.image_shaped:
             model.to(memory_format=torch.channels_last)
         train_model: nn.Module = model
         if self.world > 1:
@@ -176,7 +191,7 @@ class Trainer:
                 train_model = nn.parallel.DistributedDataParallel(model, broadcast_buffers=False)
         if compile_model:
             train_model = torch.compile(train_model)
-        n = x.shape[0]
+        n = source.n
         steps_per_epoch = math.ceil(n / c.batch_size)
         total_steps = steps_per_epoch * c.epochs
         state = {"epoch": 0, "step": 0, "history": [], "best_metric": None, "best_epoch": None,
@@ -211,17 +226,14 @@ class Trainer:
         epochs_bar = progress_bar(c.epochs, "training", unit="epoch", initial=state["epoch"], enabled=show)
         while state["epoch"] < c.epochs and not state["stopped_early"]:
             epoch = state["epoch"]
-            perm = torch.randperm(n, generator=torch.Generator().manual_seed(c.seed * 100003 + epoch)).to(device)
+            order = epoch_order(n, c.seed, epoch)
             model.train()
             bar = progress_bar(steps_per_epoch, f"epoch {epoch + 1}/{c.epochs}", unit="step", initial=state["step"],
                                enabled=show)
             # the epoch's loss sum stays on the device (no host sync per step); it is copied into
             # `state` only where state is saved or read
             loss_sum = torch.tensor(state.get("loss_sum", 0.0), dtype=torch.float64, device=device)
-            for step in range(state["step"], steps_per_epoch):
-                idx = perm[step * c.batch_size:(step + 1) * c.batch_size]
-                idx = idx[self.rank::self.world]
-                xb, yb = x[idx], y[idx]
+            for step, xb, yb in source.epoch(order, state["step"], c.batch_size, self.rank, self.world, device):
                 if channels_last and xb.ndim == 4:
                     xb = xb.contiguous(memory_format=torch.channels_last)
                 global_step = epoch * steps_per_epoch + step
@@ -234,16 +246,17 @@ class Trainer:
                 if c.eps_ramp_epochs > 0:
                     self.objective.set_eps_scale(min(1.0, (global_step + 1) / (c.eps_ramp_epochs * steps_per_epoch)))
                 ctx.seed = c.seed * 1_000_003 + global_step * 7 + self.rank
+                xb = self.augment(xb, ctx.seed * 31 + 17)  # its own stream, fixed by the step
                 loss = self.objective.train_step(train_model, xb, yb, ctx)
                 if self._ema is not None:
                     self._ema.update_parameters(model)
-                loss_sum += loss.detach().double() * idx.numel()
-                state["loss_count"] = state.get("loss_count", 0) + idx.numel()
+                loss_sum += loss.detach().double() * xb.shape[0]
+                state["loss_count"] = state.get("loss_count", 0) + xb.shape[0]
                 state["step"] = step + 1
                 bar.update(1)
                 if c.co_guard and c.co_check_every and (global_step + 1) % c.co_check_every == 0:
                     state["loss_sum"] = float(loss_sum)
-                    if self._co_check(state, x_val, y_val, x, y):
+                    if self._co_check(state, x_val, y_val, source):
                         break
                 if c.checkpoint_every and (step + 1) % c.checkpoint_every == 0 and step + 1 < steps_per_epoch:
                     state["loss_sum"] = float(loss_sum)
@@ -257,7 +270,7 @@ class Trainer:
             mean_loss = self._mean(float(loss_sum), state.pop("loss_count", 0))
             record = {"epoch": epoch, "train_loss": mean_loss, "lr": self.optimizer.param_groups[0]["lr"],
                       "seconds": time.perf_counter() - t0, **self._val_metrics(x_val, y_val)}
-            if c.co_guard and not c.co_check_every and self._co_check(state, x_val, y_val, x, y, record):
+            if c.co_guard and not c.co_check_every and self._co_check(state, x_val, y_val, source, record):
                 break
             best_weights = self._early_stopping(state, record, best_weights)
             state["history"].append(record)
@@ -295,10 +308,10 @@ class Trainer:
             state["stopped_early"] = True
         return best
 
-    def _co_check(self, state: dict, x_val, y_val, x, y, record: dict | None = None) -> bool:
+    def _co_check(self, state: dict, x_val, y_val, source: BatchSource, record: dict | None = None) -> bool:
         """Catastrophic-overfitting guard: PGD accuracy on held-out points collapsing below its best
         by more than co_drop rolls the model back to the last good weights and stops training."""
-        xs, ys = (x_val, y_val) if x_val is not None else (x, y)
+        xs, ys = (x_val, y_val) if x_val is not None else source.head(500)
         acc = self._pgd_accuracy(xs[:500], ys[:500])
         if record is not None:
             record["co_pgd_acc"] = acc
