@@ -94,3 +94,56 @@ def test_synthetic_sets():
 def test_unknown_dataset_and_split():
     with pytest.raises(DataError, match="unknown dataset"):
         load_dataset("imagenet")
+
+
+@pytest.mark.parametrize("fmt", ["bin", "py"])
+def test_cifar100_both_formats(tmp_path, fmt):
+    rng = np.random.default_rng(3)
+    expected = {}
+    for split, n in (("train", 6), ("test", 4)):
+        x = rng.integers(0, 256, (n, 3072)).astype(np.uint8)
+        fine, coarse = rng.integers(0, 100, n), rng.integers(0, 20, n)
+        expected[split] = (x, fine)
+        if fmt == "bin":
+            rec = np.concatenate([coarse[:, None].astype(np.uint8), fine[:, None].astype(np.uint8), x], 1)
+            (tmp_path / f"{split}.bin").write_bytes(rec.tobytes())
+        else:
+            (tmp_path / split).write_bytes(pickle.dumps({b"data": x, b"fine_labels": list(map(int, fine)),
+                                                         b"coarse_labels": list(map(int, coarse))}))
+    test = load_dataset("cifar100", "test", root=tmp_path)
+    train = load_dataset("cifar100", "train", root=tmp_path)
+    assert test.x.shape == (4, 3, 32, 32) and len(train) == 6
+    x, fine = expected["test"]
+    assert torch.equal(test.y, torch.from_numpy(fine.astype(np.int64)))     # fine labels, not coarse
+    assert torch.equal((test.x * 255).round().to(torch.uint8).reshape(4, -1), torch.from_numpy(x))
+    (tmp_path / ("test.bin" if fmt == "bin" else "test")).write_bytes(b"\x00" * 100)
+    with pytest.raises(DataError, match="test"):
+        load_dataset("cifar100", "test", root=tmp_path)
+
+
+def test_image_folder_layout(tmp_path):
+    from PIL import Image
+
+    from advlab.data import load
+    rng = np.random.default_rng(0)
+    pixels = {}
+    for cls in ("cat", "airplane"):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            arr = rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)
+            Image.fromarray(arr).save(tmp_path / cls / f"{i}.png")
+            pixels[(cls, i)] = arr
+    (tmp_path / "cat" / "notes.txt").write_text("not an image")
+    data = load(str(tmp_path))
+    assert data.x.shape == (6, 3, 12, 10) and data.y.tolist() == [0, 0, 0, 1, 1, 1]   # sorted: airplane, cat
+    assert torch.equal((data.x[4] * 255).round().to(torch.uint8), torch.from_numpy(pixels[("cat", 1)]).permute(2, 0, 1))
+    Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "cat" / "small.png")
+    with pytest.raises(DataError, match="small.png.*one size"):
+        load(str(tmp_path))
+    (tmp_path / "cat" / "small.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match="cannot read image .*small.png"):
+        load(str(tmp_path))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="no class subfolders"):
+        load(str(empty))

@@ -89,3 +89,40 @@ def test_missing_and_unexpected_keys_are_listed(user_files):
     torch.save(sd, user_files / "bad.pt")
     with pytest.raises(CheckpointError, match="missing keys body.1.weight; unexpected keys extra.weight"):
         load_model(str(user_files / "mynet.py") + ":Net", weights=user_files / "bad.pt")
+
+
+def _advlab(cwd, *args):
+    env = {**os.environ, "ADVLAB_QUIET": "1"}
+    return subprocess.run([sys.executable, "-m", "advlab", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300, env=env)
+
+
+def test_cli_attack_and_analyze_take_a_users_model(user_files):
+    res = _advlab(user_files, "attack", "--model", "mynet.py:Net", "--weights", "ddp.pt", "--data", "test.npz",
+                  "--attack", "pgd", "--eps", "0.1", "--n", "50", "--arg", "steps=5")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["n"] == 50 and 0 <= out["robust_accuracy"] < 1 and out["model"] == "mynet.py:Net"
+    res = _advlab(user_files, "analyze", "--model", "mynet.py:Net", "--model-args", '{"hidden": 32}',
+                  "--weights", "w.pt", "--data", "test.npz", "--n", "50", "--out", "a.json")
+    assert res.returncode == 0, res.stderr
+    analysis = json.loads((user_files / "a.json").read_text())
+    assert analysis["n"] == 50 and analysis["lipschitz_upper_bound"] > 0 and len(analysis["layers"]) == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["eval", "--eps", "0.1"], "give either RUN_DIR or --model"),
+    (["eval", "--model", "mynet.py:Net", "--weights", "w.pt", "--eps", "0.1"], "--model needs --data"),
+    (["eval", "--model", "mynet.py:Nope", "--weights", "w.pt", "--data", "test.npz", "--eps", "0.1"], "Nope"),
+    (["eval", "--model", "mynet.py:Net", "--weights", "w.pt", "--data", "missing.npz", "--eps", "0.1"],
+     "missing.npz"),
+    (["attack", "--model", "mynet.py:Net", "--model-args", "{hidden: 3}", "--weights", "w.pt", "--data", "test.npz",
+      "--eps", "0.1"], "--model-args"),
+    (["eval", "--model", "mynet.py:Net", "--weights", "w.pt", "--data", "test.npz", "--normalize", "0.5",
+      "--eps", "0.1"], "--normalize"),
+    (["analyze", "w.pt"], "--model"),
+])
+def test_own_model_errors_are_one_line(user_files, args, message):
+    res = _advlab(user_files, *args)
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and message in res.stderr, res.stderr

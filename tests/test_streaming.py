@@ -206,3 +206,14 @@ def test_stream_sharded_on_two_gloo_ranks_matches_one_process(tmp_path):
     a = torch.cat(list(load_adversarials(tmp_path / "s")))
     b = torch.cat(list(load_adversarials(tmp_path / "one")))
     assert torch.equal(a, b)
+
+
+def test_accuracy_curve_over_a_loader_equals_the_tensor_curve():
+    from advlab.evaluation import robust_accuracy_curve
+    model, x, y = problem()
+    grid = [0.0, 0.05, 0.1, 0.3]
+    tensors = robust_accuracy_curve(model, (x, y), "l2", grid, batch_size=40, steps=20)
+    streamed = robust_accuracy_curve(model, loader(x, y, batch=40), "l2", grid, steps=20)
+    assert streamed == tensors and tensors[0][1] > tensors[-1][1]
+    with pytest.raises(InputError, match="no data"):
+        robust_accuracy_curve(model, loader(x[:0], y[:0]), "l2", grid)

@@ -14,6 +14,7 @@ from typing import Any
 import click
 import torch
 
+from .cli_target import RUN_DIR, load_target, own_model_options
 from .threat import NORMS
 
 if sys.version_info >= (3, 11):
@@ -254,49 +255,35 @@ def _attack_choices() -> list[str]:
     return attack_names()
 
 
-RUN_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
-
-
 @main.command("attack")
-@click.argument("run_dir", type=RUN_DIR)
+@click.argument("run_dir", type=RUN_DIR, required=False)
+@own_model_options
 @click.option("--attack", "name", type=click.Choice(_attack_choices()), default="pgd", show_default=True)
 @click.option("--norm", type=click.Choice(list(NORMS), case_sensitive=False), default="linf", show_default=True)
 @click.option("--eps", type=float, required=True)
 @click.option("--n", "n_samples", type=click.IntRange(min=1), default=1000, show_default=True, help="Test points.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True)
 @click.option("--arg", "args", multiple=True, metavar="KEY=VALUE", help="Attack argument, e.g. --arg steps=40.")
-def attack_cmd(run_dir: Path, name: str, norm: str, eps: float, n_samples: int, batch_size: int,
-               args: tuple[str, ...]) -> None:
-    """Attack the trained model of a run directory on test points; print robust accuracy as JSON."""
+@click.option("--device", default="cpu", show_default=True)
+def attack_cmd(run_dir: Path | None, name: str, norm: str, eps: float, n_samples: int, batch_size: int,
+               args: tuple[str, ...], device: str, **own: Any) -> None:
+    """Run one attack on a run's model, or on your own (--model --weights --data); print its robust
+    accuracy as JSON (one attack is an upper bound: `advlab eval` gives the worst case)."""
     from .attacks import build_attack
-    from .data import load_dataset
-    from .experiments import load_run_model
-    from .experiments.store import model_file_sha256
+    from .device import resolve_device
     from .threat import ThreatModel
-    kw = _key_values(args, "--arg")
-    attack = build_attack(name, ThreatModel(norm, eps), seed=0, **kw)
-    model, spec = load_run_model(run_dir)
-    test = load_dataset(spec.data.name, "test", root=spec.data.root).subset(n_samples)
-    succ = torch.cat([attack(model, test.x[i:i + batch_size], test.y[i:i + batch_size]).success
-                      for i in range(0, len(test), batch_size)])
-    click.echo(json.dumps({"run": str(run_dir), "attack": repr(attack), "n": len(test),
-                           "robust_accuracy": float((~succ).float().mean()),
-                           "model_sha256": model_file_sha256(run_dir / "model.safetensors")}))
+    attack = build_attack(name, ThreatModel(norm, eps), seed=0, **_key_values(args, "--arg"))
+    target = load_target(run_dir, n_samples, resolve_device(device), **own)
+    succ = torch.cat([attack(target.model, target.x[i:i + batch_size], target.y[i:i + batch_size]).success
+                      for i in range(0, len(target.y), batch_size)])
+    click.echo(json.dumps({"run": str(run_dir) if run_dir else None, "model": own["model_spec"],
+                           "attack": repr(attack), "n": len(target.y),
+                           "robust_accuracy": float((~succ).float().mean()), "model_sha256": target.model_sha256}))
 
 
 @main.command("eval")
 @click.argument("run_dir", type=RUN_DIR, required=False)
-@click.option("--model", "model_spec", default=None, help="Instead of RUN_DIR: file.py:Name, package.module:Name "
-              "or a zoo name (with --weights and --data).")
-@click.option("--model-args", default=None, help="JSON keyword arguments for --model.")
-@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="safetensors or a torch checkpoint (read with weights_only=True).")
-@click.option("--data", "data_spec", default=None, help="mnist, fashion_mnist, cifar10, or FILE.npz / "
-              "FILE.safetensors with x, y.")
-@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
-@click.option("--normalize", default=None, metavar="MEAN,STD", help="Per-channel normalization put in front of "
-              "--model, e.g. '0.49,0.48,0.45;0.25,0.24,0.26' (means ; stds) or '0.1307,0.3081'.")
-@click.option("--output", default=None, help="Logits of a model returning a tuple (index), a dict (key) or .logits.")
+@own_model_options
 @click.option("--norm", type=click.Choice(list(NORMS), case_sensitive=False), default="linf", show_default=True)
 @click.option("--eps", type=float, required=True)
 @click.option("--suite", type=click.Choice(["standard", "fast"]), default="standard", show_default=True)
@@ -304,81 +291,32 @@ def attack_cmd(run_dir: Path, name: str, norm: str, eps: float, n_samples: int, 
 @click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 (under torchrun: each rank's GPU).")
 @click.option("--restart", is_flag=True, help="Discard a saved evaluation state and evaluate afresh.")
-def eval_cmd(run_dir: Path | None, model_spec: str | None, model_args: str | None, weights: Path | None,
-             data_spec: str | None, split: str, normalize: str | None, output: str | None, norm: str, eps: float,
-             suite: str, n_samples: int, batch_size: int, device: str, restart: bool) -> None:
+def eval_cmd(run_dir: Path | None, norm: str, eps: float, suite: str, n_samples: int, batch_size: int,
+             device: str, restart: bool, **own: Any) -> None:
     """Worst-case robust accuracy of a run's model, or of your own (--model --weights --data).
 
     Resumable; the state is tied to the model's weights, so a retrained model is never given an older
     model's numbers. Under `torchrun --nproc_per_node N -m advlab eval ...` the points are sharded."""
-    from .data import load_dataset
     from .device import resolve_device
     from .distributed import init_from_env, is_main, local_device
     from .evaluation import evaluate_robustness
-    from .experiments import load_run_model
-    from .experiments.store import model_file_sha256
     from .io import atomic_write_json
     from .threat import ThreatModel
     threat = ThreatModel(norm, eps)
     resolve_device(device)
-    if (run_dir is None) == (model_spec is None):
-        raise click.UsageError("give either RUN_DIR or --model SPEC --weights FILE --data SPEC")
     init_from_env(device)
-    dev = local_device(device)
+    target = load_target(run_dir, n_samples, local_device(device), **own)
     tag = f"{suite}-{threat.norm}-{eps:g}-{n_samples}"
-    if run_dir is not None:
-        model, spec = load_run_model(run_dir)
-        test = load_dataset(spec.data.name, "test", root=spec.data.root, device=dev).subset(n_samples)
-        seed, state = spec.seed, run_dir / f"eval_{tag}.safetensors"
-        sha = model_file_sha256(run_dir / "model.safetensors")
-    else:
-        from .data.arrays import load_data_spec
-        from .fingerprint import model_fingerprint
-        from .models.loading import load_model
-        if data_spec is None:
-            raise click.UsageError("--model needs --data (mnist, cifar10, FILE.npz, ...)")
-        model = load_model(model_spec, weights=weights, model_args=_json_option(model_args, "--model-args"),
-                           normalize=_normalize_option(normalize), output=output)
-        test = load_data_spec(data_spec, split, device=dev).subset(n_samples)
-        seed, state, sha = 0, None, model_fingerprint(model)
-    model = model.to(dev)
-    res = evaluate_robustness(model, (test.x, test.y), threat, suite, batch_size=batch_size, seed=seed,
-                              state_path=state, progress=None, restart=restart)
+    state = run_dir / f"eval_{tag}.safetensors" if run_dir is not None else None
+    res = evaluate_robustness(target.model, (target.x, target.y), threat, suite, batch_size=batch_size,
+                              seed=target.seed, state_path=state, progress=None, restart=restart)
     if is_main():
-        out = {**res.to_dict(), "suite": suite, "model_sha256": sha}
+        out = {**res.to_dict(), "suite": suite, "model_sha256": target.model_sha256}
         if suite == "fast":
             out["note"] = "the fast suite is a screen, not a worst case: report the standard suite"
         if run_dir is not None:
             atomic_write_json(run_dir / f"eval_{tag}.json", out)
         click.echo(json.dumps({k: v for k, v in out.items() if k != "versions"}, indent=2))
-
-
-def _json_option(text: str | None, flag: str) -> dict[str, Any]:
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise click.BadParameter(f"not valid JSON ({e})", param_hint=flag) from None
-    if not isinstance(value, dict):
-        raise click.BadParameter("must be a JSON object of keyword arguments", param_hint=flag)
-    return value
-
-
-def _normalize_option(text: str | None) -> tuple[list[float], list[float]] | None:
-    """'MEAN,STD' (one channel) or 'M1,M2,M3;S1,S2,S3'."""
-    if not text:
-        return None
-    try:
-        if ";" in text:
-            mean, std = ([float(v) for v in part.split(",")] for part in text.split(";"))
-        else:
-            mean, std = ([float(v)] for v in text.split(","))
-    except ValueError:
-        raise click.BadParameter("use MEAN,STD or M1,M2,M3;S1,S2,S3", param_hint="--normalize") from None
-    if len(mean) != len(std) or min(std) <= 0:
-        raise click.BadParameter("needs as many positive stds as means", param_hint="--normalize")
-    return mean, std
 
 
 @main.command("bench")
@@ -539,43 +477,37 @@ def report_cmd(run_dirs: tuple[Path, ...], compare_md: Path | None) -> None:
 
 
 @main.command("analyze")
-@click.argument("target", type=click.Path(exists=True, path_type=Path))
+@click.argument("target_path", metavar="[RUN_DIR | WEIGHTS]", required=False,
+                type=click.Path(exists=True, path_type=Path))
+@own_model_options
 @click.option("--n", "n_samples", type=click.IntRange(min=1), default=500, show_default=True,
               help="Test points for margins and smoothness.")
 @click.option("--radius", default=0.5, show_default=True, help="l2 size of the smoothness directions.")
-@click.option("--model", "model_name", default=None, help="For a bare checkpoint: the registered model name.")
-@click.option("--dataset", default="mnist", show_default=True, help="For a bare checkpoint: the test data.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Where analysis.json goes.")
-def analyze_cmd(target: Path, n_samples: int, radius: float, model_name: str | None, dataset: str,
-                out: Path | None) -> None:
-    """Spectra, margins, confidence and smoothness of a model: a run directory, or a safetensors
-    checkpoint with --model NAME (writes analysis.json)."""
+def analyze_cmd(target_path: Path | None, n_samples: int, radius: float, out: Path | None, **own: Any) -> None:
+    """Spectra, margins, confidence and smoothness of a model: a run directory, or your own
+    (--model --weights --data; a weights file may also be given in place of RUN_DIR). Writes analysis.json."""
     from .analysis import layer_spectra, lipschitz_upper_bound, margin_report, smoothness
-    from .data import load_dataset
-    from .experiments import load_run_model
     from .io import atomic_write_json
-    model_sha = None
-    if target.is_dir():
-        from .experiments.store import model_file_sha256
-        model, spec = load_run_model(target)
-        data_name, data_root = spec.data.name, spec.data.root
-        out = out or target / "analysis.json"
-        model_sha = model_file_sha256(target / "model.safetensors")
-    else:
-        if not model_name:
-            raise click.UsageError("a bare checkpoint needs --model NAME (see advlab.models.list_models())")
-        from .models import build_model
-        from .training import load_weights
-        model = load_weights(target, build_model(model_name)).eval()
-        data_name, data_root = dataset, None
-        out = out or target.with_suffix(".analysis.json")
-    test = load_dataset(data_name, "test", root=data_root).subset(n_samples)
-    spectra = layer_spectra(model, test.x[:1])
+    run_dir = target_path if target_path is not None and target_path.is_dir() else None
+    if target_path is not None and run_dir is None:
+        if own["weights"] is not None:
+            raise click.UsageError(f"{target_path} and --weights both name the weights; give one")
+        if own["model_spec"] is None:
+            raise click.UsageError(f"{target_path} is a weights file: say which model it holds with --model "
+                                   "(file.py:Name, a zoo name, ...)")
+        own["weights"] = target_path
+        own["data_spec"] = own["data_spec"] or "mnist"
+    target = load_target(run_dir, n_samples, "cpu", **own)
+    if out is None:
+        out = run_dir / "analysis.json" if run_dir else (own["weights"] or Path("model")).with_suffix(".analysis.json")
+    spectra = layer_spectra(target.model, target.x[:1])
     lip = lipschitz_upper_bound(spectra)
-    margins = margin_report(model, test.x, test.y, lipschitz=lip)
-    smooth = smoothness(model, test.x[:200], test.y[:200], radius=radius)
+    margins = margin_report(target.model, target.x, target.y, lipschitz=lip)
+    smooth = smoothness(target.model, target.x[:200], target.y[:200], radius=radius)
     result = {"layers": {s.name: {"kind": s.kind, **s.stats()} for s in spectra}, "lipschitz_upper_bound": lip,
-              "margins": margins["summary"], "smoothness": smooth, "model_sha256": model_sha, "n": len(test)}
+              "margins": margins["summary"], "smoothness": smooth, "model_sha256": target.model_sha256,
+              "n": len(target.y)}
     atomic_write_json(out, result)
     click.echo(json.dumps(result, indent=2))
 

@@ -132,5 +132,9 @@ NUMPY_GLOBALS = frozenset({
 })
 
 
-def restricted_loads(data: bytes, allowed: Iterable[tuple[str, str]] = NUMPY_GLOBALS) -> Any:
-    return RestrictedUnpickler(_io.BytesIO(data), allowed).load()
+def restricted_loads(data: bytes, allowed: Iterable[tuple[str, str]] = NUMPY_GLOBALS, *, what: str = "data") -> Any:
+    """Unpickle `data` admitting only `allowed` globals; a corrupt pickle is a DataError naming `what`."""
+    try:
+        return RestrictedUnpickler(_io.BytesIO(data), allowed).load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError) as e:
+        raise DataError(f"{what} is not a readable pickle ({type(e).__name__}: {e}): corrupt or truncated") from None

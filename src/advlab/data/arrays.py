@@ -51,11 +51,24 @@ def load_arrays(path: str | Path, *, device: torch.device | str = "cpu") -> Arra
     return ArrayDataset(x_t, torch.from_numpy(y.astype(np.int64)).to(device))
 
 
+def load_image_folder(root: str | Path, *, device: torch.device | str = "cpu") -> ArrayDataset:
+    """ROOT/CLASS/IMAGE (classes numbered in sorted order), scaled to [0, 1]."""
+    from .formats import read_image_folder
+    x, y, _ = read_image_folder(Path(root))
+    return ArrayDataset(torch.from_numpy(x.astype(np.float32) / 255.0).to(device), torch.from_numpy(y).to(device))
+
+
 def load_data_spec(spec: str, split: str = "test", *, device: torch.device | str = "cpu") -> ArrayDataset:
-    """`mnist`, `fashion_mnist`, `cifar10` (their standard files) or FILE.npz / FILE.safetensors."""
+    """A user's data: `mnist`, `fashion_mnist`, `cifar10`, `cifar100` (their standard files, `split`
+    test or train), FILE.npz / FILE.safetensors with x and y, or DIR in the image-folder layout."""
     from .datasets import DATASETS, load_dataset
+    if split not in ("test", "train"):
+        raise DataError(f"unknown split {split!r}; use test or train")
     if spec in DATASETS:
         return load_dataset(spec, split, device=device)
     if Path(spec).suffix in (".npz", ".safetensors"):
         return load_arrays(spec, device=device)
-    raise DataError(f"unknown data {spec!r}; use {', '.join(DATASETS)} or a FILE.npz / FILE.safetensors with x and y")
+    if Path(spec).is_dir():
+        return load_image_folder(spec, device=device)
+    raise DataError(f"unknown data {spec!r}; use {', '.join(DATASETS)}, a FILE.npz / FILE.safetensors with x and y, "
+                    "or an image folder DIR/CLASS/IMAGE")

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from .formats import find_idx, read_cifar10_dir, read_idx
+from .formats import find_idx, read_cifar10_dir, read_cifar100_dir, read_idx
 from .mnist import ArrayDataset, load_mnist
 from .sources import cache_dir, download
 
@@ -17,6 +17,7 @@ FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 FASHION_FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
                  "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
+CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz"
 
 
 def _split(x: np.ndarray, y: np.ndarray, split: str, n_valid: int) -> tuple[np.ndarray, np.ndarray]:
@@ -59,23 +60,44 @@ def load_fashion_mnist(split: str = "test", *, root: str | Path | None = None, n
     return _to_dataset(x, y, device)
 
 
-def load_cifar10(split: str = "test", *, root: str | Path | None = None, n_valid: int = 5000,
-                 device: torch.device | str = "cpu") -> ArrayDataset:
-    """CIFAR-10 from a local directory of its binary or python batches (default: cache/cifar10);
-    downloaded (binary version) when missing and the internet is reachable."""
-    root = Path(root) if root else cache_dir() / "cifar10"
-    if not root.exists() or not any(root.iterdir()):
-        root.mkdir(parents=True, exist_ok=True)
+def _cifar_root(root: str | Path | None, name: str, url: str) -> Path:
+    """The directory of a CIFAR dataset's files; downloaded (binary version) when empty and online."""
+    path = Path(root) if root else cache_dir() / name
+    if not path.exists() or not any(path.iterdir()):
+        path.mkdir(parents=True, exist_ok=True)
         import tarfile
-        tgz = download(CIFAR_URL, root / "cifar-10-binary.tar.gz")
+        env = "ADVLAB_" + name.upper()
+        try:
+            tgz = download(url, path / url.rsplit("/", 1)[1])
+        except DataError as e:
+            raise DataError(f"{name} is not on this machine and {e}; put its files (binary or python version) "
+                            f"in {path} or point {env} at them") from None
         with tarfile.open(tgz) as tf:
-            tf.extractall(root, filter="data")
-    arrays = read_cifar10_dir(root)
+            tf.extractall(path, filter="data")
+    return path
+
+
+def _cifar_split(arrays: dict[str, np.ndarray], split: str, n_valid: int,
+                 device: torch.device | str) -> ArrayDataset:
     prefix = "test" if split == "test" else "train"
     x, y = arrays[f"{prefix}_images"], arrays[f"{prefix}_labels"]
     if split != "test":
         x, y = _split(x, y, split, n_valid)
     return _to_dataset(x, y, device)
+
+
+def load_cifar10(split: str = "test", *, root: str | Path | None = None, n_valid: int = 5000,
+                 device: torch.device | str = "cpu") -> ArrayDataset:
+    """CIFAR-10 from a local directory of its binary or python batches (default: cache/cifar10);
+    downloaded (binary version) when missing and the internet is reachable."""
+    return _cifar_split(read_cifar10_dir(_cifar_root(root, "cifar10", CIFAR_URL)), split, n_valid, device)
+
+
+def load_cifar100(split: str = "test", *, root: str | Path | None = None, n_valid: int = 5000,
+                  device: torch.device | str = "cpu") -> ArrayDataset:
+    """CIFAR-100 (100 fine labels) from a local directory of its binary or python files (default:
+    cache/cifar100); downloaded (binary version) when missing and the internet is reachable."""
+    return _cifar_split(read_cifar100_dir(_cifar_root(root, "cifar100", CIFAR100_URL)), split, n_valid, device)
 
 
 def load_digits(split: str = "test", *, test_fraction: float = 0.25, seed: int = 0,
@@ -118,7 +140,8 @@ def uniform_noise_images(n: int, shape: tuple[int, ...], num_classes: int = 10, 
 
 
 DATASETS = {"mnist": "MNIST (28x28 gray, 60k/10k)", "fashion_mnist": "Fashion-MNIST (28x28 gray, 60k/10k)",
-            "cifar10": "CIFAR-10 (32x32 RGB, 50k/10k)", "digits": "scikit-learn 8x8 digits (1,797)"}
+            "cifar10": "CIFAR-10 (32x32 RGB, 50k/10k)",
+            "cifar100": "CIFAR-100 (32x32 RGB, 100 classes, 50k/10k)", "digits": "scikit-learn 8x8 digits (1,797)"}
 
 
 def load_dataset(name: str, split: str = "test", *, root: str | Path | None = None,
@@ -132,6 +155,8 @@ def load_dataset(name: str, split: str = "test", *, root: str | Path | None = No
         return load_fashion_mnist(split, root=root, device=device)
     if name == "cifar10":
         return load_cifar10(split, root=root or os.environ.get("ADVLAB_CIFAR10"), device=device)
+    if name == "cifar100":
+        return load_cifar100(split, root=root or os.environ.get("ADVLAB_CIFAR100"), device=device)
     if name == "digits":
         return load_digits("test" if split == "test" else "train", device=device)
     raise DataError(f"unknown dataset {name!r}; available: {', '.join(DATASETS)}")

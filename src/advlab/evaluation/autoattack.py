@@ -220,19 +220,29 @@ def _input_checks(model: nn.Module, x: Tensor, y: Tensor, clean: Tensor, dev: to
     return flags
 
 
-def robust_accuracy_curve(model: nn.Module, data: tuple[Tensor, Tensor], norm: str,
+def robust_accuracy_curve(model: nn.Module, data: tuple[Tensor, Tensor] | Iterable[Any], norm: str,
                           eps_grid: Sequence[float], *, bounds: tuple[float, float] = (0.0, 1.0),
                           batch_size: int = 500, steps: int = 50, seed: int = 0) -> list[tuple[float, float]]:
     """Accuracy versus eps from one minimal-norm (DeepFool) run: an upper bound on robust accuracy
-    at every eps at once (cheap, for plots; use evaluate_robustness for the reported number)."""
+    at every eps at once (cheap, for plots; use evaluate_robustness for the reported number).
+    data: (x, y) tensors, attacked batch_size at a time, or a DataLoader / iterable of (x, y) batches."""
     from ..attacks import DeepFool
+    from ..data.pairs import iter_pairs
     from .metrics import accuracy_vs_eps
-    x, y = data
-    box = ThreatModel(norm, 0.0, bounds)
-    threat = box.with_eps(min(max(eps_grid), box.max_distance(x[0].numel())))  # a larger eps is never reached
-    attack = DeepFool(threat, steps=steps, seed=seed)
-    norms = []
-    for i in range(0, x.shape[0], batch_size):
-        r = attack(model, x[i:i + batch_size], y[i:i + batch_size])
-        norms.append(r.extra.get("min_norm", torch.zeros(r.success.shape[0], device=x.device)).cpu())
+    from .streaming import is_batch_stream
+    if is_batch_stream(data):
+        chunks = iter_pairs(data)
+    else:
+        x, y = data
+        chunks = ((x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, x.shape[0], batch_size))
+    attack, norms = None, []
+    for xb, yb in chunks:
+        if attack is None:
+            box = ThreatModel(norm, 0.0, bounds)
+            threat = box.with_eps(min(max(eps_grid), box.max_distance(xb[0].numel())))  # never reached beyond
+            attack = DeepFool(threat, steps=steps, seed=seed)
+        r = attack(model, xb, yb)
+        norms.append(r.extra.get("min_norm", torch.zeros(r.success.shape[0], device=xb.device)).cpu())
+    if not norms:
+        raise InputError("robust_accuracy_curve got no data (an empty loader?)")
     return accuracy_vs_eps(torch.cat(norms), eps_grid)

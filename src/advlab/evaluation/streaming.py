@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from ..accel import accelerate, resolve_accel
 from ..attacks import Attack
+from ..data.pairs import iter_pairs
 from ..attacks.base import check_label_range, check_labels, check_model_dtype
 from ..distributed import all_gather_padded
 from ..distributed import world as dist_world
@@ -66,16 +67,6 @@ def is_batch_stream(data: Any) -> bool:
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
         return False
     return isinstance(data, Iterable) and not isinstance(data, (Tensor, str, bytes, dict))
-
-
-def _batches(stream: Iterable[Any]) -> Iterator[tuple[Tensor, Tensor]]:
-    for i, batch in enumerate(stream):
-        if isinstance(batch, dict) and "x" in batch and "y" in batch:
-            batch = (batch["x"], batch["y"])
-        if not (isinstance(batch, (tuple, list)) and len(batch) >= 2
-                and isinstance(batch[0], Tensor) and isinstance(batch[1], Tensor)):
-            raise InputError(f"batch {i} of the data is a {type(batch).__name__}, not an (x, y) pair of tensors")
-        yield batch[0], batch[1]
 
 
 def _stream_length(stream: Any) -> int | None:
@@ -212,8 +203,8 @@ def evaluate_stream(model: nn.Module, stream: Iterable[Any], threat: ThreatModel
     reference_model = model
     path, fast_model, state, piece = None, model, None, batch_size
     bar = None
-    chunk_index, pending = 0, []
-    batches = _batches(stream)
+    chunk_index = 0
+    batches = iter_pairs(stream)
     outcomes: list[ChunkOutcome] = []
 
     def finish_round(xs: list[Tensor], ys: list[Tensor], shas: list[str]) -> None:

@@ -43,7 +43,7 @@ class ThreatSpec(_Strict):
 
 
 class DataSpec(_Strict):
-    name: Literal["mnist", "fashion_mnist", "cifar10", "digits"] = "mnist"
+    name: Literal["mnist", "fashion_mnist", "cifar10", "cifar100", "digits"] = "mnist"
     root: str | None = None
     train_split: Literal["train", "train_split"] = "train"
     val_split: Literal["valid", "test", "none"] = "test"

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
+from ..data.pairs import as_pair
 from ..errors import InputError
 
 
@@ -68,24 +69,20 @@ class DatasetBatches:
               device: torch.device) -> Iterator[tuple[int, Tensor, Tensor]]:
         steps = (self.n + batch_size - 1) // batch_size
         plan = [order[s * batch_size:(s + 1) * batch_size][rank::world].tolist() for s in range(start_step, steps)]
-        loader = DataLoader(self.dataset, batch_sampler=plan, **self.options)
+        # the loader's own generator: its base seed (workers' seeds) then neither reads the global RNG,
+        # which would shift the dropout draws away from the tensor path's, nor depends on the process
+        seed = int(order[:2].sum()) * 7919 + start_step * 104729 + rank
+        loader = DataLoader(self.dataset, batch_sampler=plan, generator=torch.Generator().manual_seed(seed),
+                            **self.options)
         for step, batch in zip(range(start_step, steps), loader):
-            x, y = _pair(batch, step)
+            x, y = as_pair(batch, step)
             yield step, x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
     def head(self, n: int) -> tuple[Tensor, Tensor]:
         """The first n points as tensors (validation / the CO guard's held-out points)."""
-        loader = DataLoader(self.dataset, batch_sampler=[list(range(min(n, self.n)))], **self.options)
-        return _pair(next(iter(loader)), 0)
-
-
-def _pair(batch: Any, step: int) -> tuple[Tensor, Tensor]:
-    if isinstance(batch, dict) and "x" in batch and "y" in batch:
-        batch = (batch["x"], batch["y"])
-    if not (isinstance(batch, (tuple, list)) and len(batch) >= 2 and isinstance(batch[0], Tensor)):
-        raise InputError(f"batch {step} of the training data is a {type(batch).__name__}, not (x, y) tensors")
-    y = batch[1] if isinstance(batch[1], Tensor) else torch.as_tensor(batch[1])
-    return batch[0], y
+        loader = DataLoader(self.dataset, batch_sampler=[list(range(min(n, self.n)))],
+                            generator=torch.Generator().manual_seed(0), **self.options)
+        return as_pair(next(iter(loader)), 0)
 
 
 BatchSource = TensorBatches | DatasetBatches
