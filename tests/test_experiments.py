@@ -28,6 +28,11 @@ def test_valid_spec_parses():
     (lambda d: d["train"].pop("threat"), "train.threat: objective 'fgsm_mixture' needs a threat model"),
     (lambda d: d.update(eval={"attacks": [{"name": "pgd"}]}), "eval.attacks.0.threat"),
     (lambda d: d.update(data={"name": "imagenet"}), "data.name"),
+    (lambda d: d.update(data={"augment": {"crop": -1}}), "data.augment.crop"),
+    (lambda d: d.update(data={"augment": {"crop": 2.5}}), "data.augment.crop"),
+    (lambda d: d.update(data={"augment": {"flip": "yes"}}), "data.augment.flip"),
+    (lambda d: d.update(data={"augment": {"rotate": 10}}), "data.augment.rotate: unknown key"),
+    (lambda d: d.update(data={"holdout": 0}), "data.holdout"),
 ])
 def test_malformed_spec_names_the_key(mutate, needle):
     d = json.loads(json.dumps(GOOD))

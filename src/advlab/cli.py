@@ -169,7 +169,7 @@ def _run_spec(spec: Any, out: Path | None, runs_root: Path, resume: bool, restar
     """Shared by run and train: check everything that can be checked, then run under the directory's
     lock; a run that fails before training starts leaves no directory behind."""
     from .device import resolve_device
-    from .distributed import init_from_env
+    from .distributed import init_from_env, is_main
     from .experiments import RunDir, run_experiment
     from .experiments.run_report import write_run_report
     if (resume or restart) and not out:
@@ -182,6 +182,8 @@ def _run_spec(spec: Any, out: Path | None, runs_root: Path, resume: bool, restar
     try:
         with run.lock():
             run_experiment(spec, run, resume=resume, restart=restart, log=click.echo)
+            if not is_main():  # rank 0 writes results.json and the report; other ranks may be ahead of it
+                return
             md, html = write_run_report(run.path)
     except BaseException as e:
         if not run.started:
@@ -215,7 +217,7 @@ def _load_with_overrides(path: Path, overrides: tuple[str, ...], device: str | N
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ExperimentError(f"--set {item}: {'.'.join(parents[:depth + 1])} is a value, not a "
-                                      "section, so it has no key {leaf!r}")
+                                      f"section, so it has no key {leaf!r}")
         node[leaf] = value
         given[key] = f"--set {item}"
     if device:

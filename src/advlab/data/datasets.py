@@ -23,6 +23,9 @@ CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz"
 def _split(x: np.ndarray, y: np.ndarray, split: str, n_valid: int) -> tuple[np.ndarray, np.ndarray]:
     if split == "train":
         return x, y
+    if not 0 < n_valid < len(x):
+        raise DataError(f"cannot hold out {n_valid} of {len(x)} training images as the valid split; "
+                        "set [data] holdout to fewer")
     if split == "train_split":
         return x[:-n_valid], y[:-n_valid]
     if split == "valid":
@@ -145,18 +148,24 @@ DATASETS = {"mnist": "MNIST (28x28 gray, 60k/10k)", "fashion_mnist": "Fashion-MN
 
 
 def load_dataset(name: str, split: str = "test", *, root: str | Path | None = None,
-                 device: torch.device | str = "cpu") -> ArrayDataset:
-    """Any named dataset. Splits: train, test, and train_split / valid (the last n_valid training
-    images held out; MNIST's train_split/valid are the maxout recipe's 50k/10k)."""
+                 device: torch.device | str = "cpu", holdout: int | None = None) -> ArrayDataset:
+    """Any named dataset. Splits: train, test, and train_split / valid: the last `holdout` training
+    images held out (default 10,000 for MNIST, the maxout recipe's 50k/10k, and Fashion-MNIST;
+    5,000 for CIFAR)."""
     if name == "mnist":
+        if holdout is not None and split in ("train_split", "valid"):
+            full = load_mnist("train", root=Path(root) if root else None, device="cpu")
+            x, y = _split(full.x.numpy(), full.y.numpy(), split, holdout)
+            return ArrayDataset(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device))
         mapped = {"train_split": "train50k", "valid": "valid10k"}.get(split, split)
         return load_mnist(mapped, root=Path(root) if root else None, device=device)
+    kw = {} if holdout is None else {"n_valid": holdout}
     if name == "fashion_mnist":
-        return load_fashion_mnist(split, root=root, device=device)
+        return load_fashion_mnist(split, root=root, device=device, **kw)
     if name == "cifar10":
-        return load_cifar10(split, root=root or os.environ.get("ADVLAB_CIFAR10"), device=device)
+        return load_cifar10(split, root=root or os.environ.get("ADVLAB_CIFAR10"), device=device, **kw)
     if name == "cifar100":
-        return load_cifar100(split, root=root or os.environ.get("ADVLAB_CIFAR100"), device=device)
+        return load_cifar100(split, root=root or os.environ.get("ADVLAB_CIFAR100"), device=device, **kw)
     if name == "digits":
         return load_digits("test" if split == "test" else "train", device=device)
     raise DataError(f"unknown dataset {name!r}; available: {', '.join(DATASETS)}")

@@ -42,6 +42,8 @@ def train_config(spec: ExperimentSpec) -> TrainConfig:
     kw["milestones"] = tuple(kw["milestones"])
     kw["seed"] = spec.seed
     kw["val_samples"] = spec.data.val_samples
+    augment = spec.data.augment
+    kw["augment"] = augment.model_dump() if augment.crop or augment.flip else {}  # {}: as runs made before it
     kw["progress"] = progress_enabled()
     if t.threat is not None:
         kw["monitor_threat"] = {"norm": t.threat.norm, "eps": t.threat.eps, "bounds": tuple(t.threat.bounds)}
@@ -54,9 +56,10 @@ def _take(ds: ArrayDataset, n: int | None) -> ArrayDataset:
 
 def load_data(spec: ExperimentSpec, device: torch.device) -> tuple[ArrayDataset, ArrayDataset | None, ArrayDataset]:
     d = spec.data
-    train = _take(load_dataset(d.name, d.train_split, root=d.root, device=device), d.train_samples)
-    val = None if d.val_split == "none" else _take(load_dataset(d.name, d.val_split, root=d.root, device=device),
-                                                    d.val_samples)
+    train = _take(load_dataset(d.name, d.train_split, root=d.root, device=device, holdout=d.holdout),
+                  d.train_samples)
+    val = None if d.val_split == "none" else _take(load_dataset(d.name, d.val_split, root=d.root, device=device,
+                                                                holdout=d.holdout), d.val_samples)
     test = _take(load_dataset(d.name, "test", root=d.root, device=device), d.test_samples)
     return train, val, test
 

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator
 
 from ..errors import AdvlabError
 from ..threat import NORMS
@@ -42,9 +42,18 @@ class ThreatSpec(_Strict):
         return v.lower() if isinstance(v, str) else v
 
 
+class AugmentSpec(_Strict):
+    """On-device augmentation of training batches: `augment = { crop = 4, flip = true }`."""
+
+    crop: StrictInt = Field(default=0, ge=0, le=64)   # pixels of zero padding on each side before a random crop
+    flip: StrictBool = False                    # mirror left-right with probability 1/2
+
+
 class DataSpec(_Strict):
     name: Literal["mnist", "fashion_mnist", "cifar10", "cifar100", "digits"] = "mnist"
     root: str | None = None
+    augment: AugmentSpec = AugmentSpec()
+    holdout: int | None = Field(default=None, gt=0)   # training images held out as the valid split
     train_split: Literal["train", "train_split"] = "train"
     val_split: Literal["valid", "test", "none"] = "test"
     train_samples: int | None = Field(default=None, gt=0)
