@@ -65,6 +65,10 @@ def test_cifar10_both_formats(tmp_path, fmt):
     x, y = expected["test_batch"]
     assert torch.equal(test.y, torch.from_numpy(y.astype(np.int64)))
     assert torch.equal((test.x * 255).round().to(torch.uint8).reshape(4, -1), torch.from_numpy(x))
+    held, rest = (load_dataset("cifar10", s, root=tmp_path, holdout=3) for s in ("valid", "train_split"))
+    assert len(held) == 3 and len(rest) == 17 and torch.equal(torch.cat([rest.x, held.x]), train.x)
+    with pytest.raises(DataError, match="cannot hold out 20 of 20"):
+        load_dataset("cifar10", "train_split", root=tmp_path, holdout=20)
 
 
 def test_cifar_pickle_with_code_is_refused(tmp_path):

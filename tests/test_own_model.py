@@ -10,12 +10,14 @@ import sys
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from advlab.errors import CheckpointError
 from advlab.models.loading import load_model, read_state_dict
 
 NET = """
 import torch
+from torch import nn
 from torch import nn
 
 class Net(nn.Module):
@@ -126,3 +128,50 @@ def test_own_model_errors_are_one_line(user_files, args, message):
     res = _advlab(user_files, *args)
     assert res.returncode != 0 and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and message in res.stderr, res.stderr
+
+
+TIMM_STANDIN = '''
+"""A stand-in for timm (whose torchvision cannot be installed beside the CPU torch of CI): the same
+create_model(name, pretrained=False, **kwargs) contract on a tiny registry."""
+from torch import nn
+
+def create_model(name, pretrained=False, num_classes=1000, **kwargs):
+    if pretrained:
+        raise AssertionError("advlab must never ask timm to download weights")
+    if name != "tiny_net":
+        raise RuntimeError(f"Unknown model ({name})")
+    if kwargs:
+        raise TypeError(f"unexpected {sorted(kwargs)}")
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, num_classes))
+'''
+
+
+def test_timm_models_through_the_cli_with_a_standin(user_files):
+    (user_files / "standin").mkdir()
+    (user_files / "standin" / "timm.py").write_text(TIMM_STANDIN)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    torch.save(net.state_dict(), user_files / "timm_w.pt")
+    env = {**os.environ, "ADVLAB_QUIET": "1", "PYTHONPATH": str(user_files / "standin")}
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "advlab", *args], cwd=user_files, capture_output=True,
+                              text=True, timeout=300, env=env)
+    res = run("eval", "--model", "timm:tiny_net", "--model-args", '{"num_classes": 10}', "--weights", "timm_w.pt",
+              "--data", "test.npz", "--eps", "0.1", "--suite", "fast", "--n", "50")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["n_samples"] == 50
+    res = run("eval", "--model", "timm:nope", "--weights", "timm_w.pt", "--data", "test.npz", "--eps", "0.1")
+    assert res.returncode == 2 and "Unknown model (nope)" in res.stderr and "Traceback" not in res.stderr
+    res = run("eval", "--model", "timm:tiny_net", "--model-args", '{"depth": 3}', "--weights", "timm_w.pt",
+              "--data", "test.npz", "--eps", "0.1")
+    assert res.returncode == 2 and "bad arguments" in res.stderr
+
+
+def test_a_timm_that_cannot_import_is_one_named_error(monkeypatch, tmp_path):
+    (tmp_path / "timm.py").write_text("raise RuntimeError('operator torchvision::nms does not exist')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "timm", raising=False)
+    from advlab.models.loading import ModelSpecError, build_user_model
+    with pytest.raises(ModelSpecError, match="cannot be imported .*torchvision::nms.*torchvision built for"):
+        build_user_model("timm:resnet18", {"num_classes": 10})

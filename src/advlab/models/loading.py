@@ -58,11 +58,7 @@ def build_user_model(spec: str, model_args: dict[str, Any] | None = None) -> nn.
     if ":" not in spec:
         return build_model(spec, **args)
     if spec.startswith("timm:"):
-        try:
-            import timm
-        except ImportError:
-            raise ModelSpecError("timm:NAME needs timm (pip install timm)") from None
-        return timm.create_model(spec[5:], pretrained=False, **args)
+        return _timm_model(spec[len("timm:"):], args)
     factory = _import_object(spec)
     try:
         model = factory(**args)
@@ -70,6 +66,27 @@ def build_user_model(spec: str, model_args: dict[str, Any] | None = None) -> nn.
         raise ModelSpecError(f"model spec {spec!r}: bad arguments {json.dumps(args)}: {e}") from None
     if not isinstance(model, nn.Module):
         raise ModelSpecError(f"model spec {spec!r} returned {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def _timm_model(name: str, args: dict[str, Any]) -> nn.Module:
+    """timm.create_model(name, pretrained=False, **args): architecture only, weights come from --weights."""
+    try:
+        import timm
+    except ImportError:
+        raise ModelSpecError("timm:NAME needs timm (pip install timm, with a torchvision built for this torch)") \
+            from None
+    except Exception as e:  # noqa: BLE001 - e.g. a torchvision wheel built for another torch
+        raise ModelSpecError(f"timm is installed but cannot be imported ({type(e).__name__}: {e}); it needs a "
+                             "torchvision built for this torch") from None
+    try:
+        model = timm.create_model(name, pretrained=False, **args)
+    except TypeError as e:
+        raise ModelSpecError(f"model spec 'timm:{name}': bad arguments {json.dumps(args)}: {e}") from None
+    except RuntimeError as e:  # timm's "Unknown model"
+        raise ModelSpecError(f"model spec 'timm:{name}': {e}") from None
+    if not isinstance(model, nn.Module):
+        raise ModelSpecError(f"timm.create_model({name!r}) returned {type(model).__name__}, not an nn.Module")
     return model
 
 
