@@ -42,6 +42,7 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch, mnist_cache):
         "model": model, "source": source, "x_test": test.x[:12], "y_test": test.y[:12],
         "x_train": train.x[:64], "y_train": train.y[:64], "x_val": train.x[64:96], "y_val": train.y[64:96],
         "train": type(train)(train.x[:6], train.y[:6]),
+        "my_dataset": torch.utils.data.TensorDataset(test.x[:12], test.y[:12]),
     }
     for i, block in enumerate(python_blocks()):
         try:
