@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from advlab import ThreatModel
-from advlab.attacks import (APGD, APGDT, BIM, FGSM, PGD, DeepFool, RandomNoise, SparseL0, Square)
+from advlab.attacks import (ATTACKS as REGISTRY, APGD, APGDT, BIM, FAB, FABT, FGSM, PGD, DeepFool, RandomNoise,
+                            SparseL0, Square)
 
 EPS = {"linf": 0.05, "l2": 0.5, "l1": 2.0, "l0": 4}
 
@@ -27,6 +28,9 @@ ATTACKS = {
     "square": (("linf", "l2"), lambda th: Square(th, n_queries=30)),
     "square-targeted": (("linf", "l2"), lambda th: Square(th, n_queries=30, target="random")),
     "deepfool": (("linf", "l2"), lambda th: DeepFool(th, steps=10)),
+    "fab": (("linf", "l2", "l1"), lambda th: FAB(th, steps=8, restarts=2)),
+    "fab-t": (("linf", "l2", "l1"), lambda th: FABT(th, steps=5, n_target_classes=3)),
+    "fab-early-stop": (("linf", "l2"), lambda th: FAB(th, steps=8, early_stop=True)),
     "sparse-l0": (("l0",), lambda th: SparseL0(th, steps=8)),
     "sparse-l0-targeted": (("l0",), lambda th: SparseL0(th, steps=8, target="random")),
 }
@@ -35,6 +39,13 @@ CASES = [(name, norm) for name, (norms, _) in ATTACKS.items() for norm in norms]
 
 def _build(name, norm):
     return ATTACKS[name][1](ThreatModel(norm, EPS[norm]))
+
+
+def test_every_registered_attack_is_in_the_table():
+    """The table covers the registry (advlab.attacks.ATTACKS): a new attack cannot skip the invariants."""
+    covered = {type(_build(name, norms[0])) for name, (norms, _) in ATTACKS.items()}
+    missing = sorted(name for name, cls in REGISTRY.items() if cls not in covered)
+    assert not missing, f"registered attacks without invariant tests: {missing}"
 
 
 @pytest.mark.parametrize("name,norm", CASES)

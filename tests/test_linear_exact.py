@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advlab import ThreatModel
-from advlab.attacks import APGD, FGSM, PGD, DeepFool, SparseL0, Square
+from advlab.attacks import APGD, FAB, FGSM, PGD, DeepFool, SparseL0, Square
 
 WIDE = (-100.0, 100.0)  # bounds far away, so the box never binds and the closed forms hold
 
@@ -40,28 +40,31 @@ def test_fgsm_equals_optimal_perturbation_binary(norm):
     assert bool((F.cross_entropy(model(r.x_adv), y, reduction="none") >= lr - 1e-12).all())
 
 
-@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("attack, norm", [("deepfool", "linf"), ("deepfool", "l2"), ("fab", "linf"), ("fab", "l2"),
+                                          ("fab", "l1")])
 @pytest.mark.parametrize("classes", [2, 10])
-def test_deepfool_finds_true_distance_to_boundary(norm, classes):
+def test_min_norm_attacks_find_true_distance_to_boundary(attack, norm, classes):
     torch.manual_seed(1)
     w, b = torch.randn(classes, 50, dtype=torch.float64), torch.randn(classes, dtype=torch.float64)
     model = linear(w, b)
-    x = torch.randn(40, 50, dtype=torch.float64)
+    x = torch.randn(64, 50, dtype=torch.float64)
     with torch.no_grad():
         z = model(x)
     y = z.argmax(1)
     # distance to the set where class k beats y: (z_y - z_k) / ||w_y - w_k||_dual; min over k
     diff_w = w[y].unsqueeze(1) - w.unsqueeze(0)               # [n, C, D]
     gap = z.gather(1, y[:, None]) - z                          # [n, C]
-    dual = diff_w.norm(p=2 if norm == "l2" else 1, dim=2)
+    dual = diff_w.norm(p={"l2": 2, "linf": 1, "l1": float("inf")}[norm], dim=2)
     dist = torch.where(torch.arange(classes)[None] == y[:, None], torch.inf, gap / dual).amin(1)
     th = ThreatModel(norm, float(dist.max()) * 2, WIDE)
-    r = DeepFool(th, steps=20, candidates=classes)(model, x, y)
-    found = r.extra["min_norm"]
-    assert bool(r.success.all())
+    r = (DeepFool(th, steps=20, candidates=classes) if attack == "deepfool" else FAB(th, steps=20))(model, x, y)
+    found = r.min_norm
+    assert bool(r.success.all()) and torch.equal(r.norms, th.distance(x, r.x_min))
     rel = (found - dist) / dist
     assert float(rel.abs().max()) < 0.01, f"relative error {float(rel.abs().max()):.4f}"
     assert bool((rel > -1e-9).all()), "a norm below the true distance is impossible"
+    assert r.robust_accuracy_at([0.0, float(dist.median()), float(dist.max()) * 1.01]) == pytest.approx(
+        [1.0, float((found > dist.median()).double().mean()), 0.0])
 
 
 def _reachable_problem():

@@ -252,6 +252,11 @@ def train_cmd(file: str, out: Path | None, resume: bool, restart: bool, override
     _run_spec(spec, out, Path("runs"), resume, restart)
 
 
+def _suite_choices() -> list[str]:
+    from .evaluation.suites import suite_names
+    return suite_names()
+
+
 def _attack_choices() -> list[str]:
     from .attacks import attack_names
     return attack_names()
@@ -288,7 +293,9 @@ def attack_cmd(run_dir: Path | None, name: str, norm: str, eps: float, n_samples
 @own_model_options
 @click.option("--norm", type=click.Choice(list(NORMS), case_sensitive=False), default="linf", show_default=True)
 @click.option("--eps", type=float, required=True)
-@click.option("--suite", type=click.Choice(["standard", "fast"]), default="standard", show_default=True)
+@click.option("--suite", type=click.Choice(_suite_choices()), default="standard", show_default=True,
+              help="standard / plus / rand: AutoAttack's versions; auto: standard, or rand for a randomized "
+              "model; fast: a screen, not a worst case.")
 @click.option("--n", "n_samples", type=click.IntRange(min=1), default=1000, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 (under torchrun: each rank's GPU).")
@@ -321,29 +328,53 @@ def eval_cmd(run_dir: Path | None, norm: str, eps: float, suite: str, n_samples:
         click.echo(json.dumps({k: v for k, v in out.items() if k != "versions"}, indent=2))
 
 
-@main.command("bench")
-@click.argument("what", type=click.Choice(["attacks", "train"]))
-@click.option("--model", "models", multiple=True, type=click.Choice(["madry_cnn", "preact_resnet18"]),
-              help="Benchmark model(s) (default: both).")
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--accel", type=click.Choice(["off", "auto", "on"]), default="auto", show_default=True,
-              help="advlab's fast path (auto: on for CUDA only); the reference always runs fp32 defaults.")
-@click.option("--batch", type=int, default=None, help="Batch size (default 512 on GPU, 64 on CPU).")
-@click.option("--attack", "attacks", multiple=True, type=click.Choice(["fgsm", "pgd10", "pgd10-es", "apgd100"]),
-              help="Attacks to time (default fgsm, pgd10, pgd10-es).")
-@click.option("--objective", "objectives", multiple=True, type=click.Choice(["pgd_at", "fgsm_rs", "trades"]))
-@click.option("--images", type=int, default=None, help="Training images per epoch (default 50000 GPU, 1024 CPU).")
-@click.option("--repeats", type=int, default=5, show_default=True)
-@click.option("--reference", "references", multiple=True, type=click.Choice(["torchattacks", "art"]),
-              help="Peer libraries to time beside advlab (default: every one installed).")
-@click.option("--no-reference", is_flag=True, help="Time advlab only.")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write the rows as JSON.")
-def bench_cmd(what: str, models: tuple[str, ...], device: str, accel: str, batch: int | None,
-              attacks: tuple[str, ...], objectives: tuple[str, ...], images: int | None, repeats: int,
-              references: tuple[str, ...], no_reference: bool, out: Path | None) -> None:
-    """Time attacks or training epochs against peer libraries (torchattacks, ART) in the same run
-    (images/s, speed-up on like outputs, ratio to the forward+backward floor, TFLOP/s against the
-    measured matmul peak)."""
+@main.group("bench")
+def bench_group() -> None:
+    """Benchmarks against peer libraries and the reference AutoAttack, measured in the same run."""
+
+
+def _peer_bench_options(fn):
+    options = [
+        click.option("--model", "models", multiple=True, type=click.Choice(["madry_cnn", "preact_resnet18"]),
+                     help="Benchmark model(s) (default: both)."),
+        click.option("--device", default="cpu", show_default=True),
+        click.option("--accel", type=click.Choice(["off", "auto", "on"]), default="auto", show_default=True,
+                     help="advlab's fast path (auto: on for CUDA only); the reference always runs fp32 defaults."),
+        click.option("--batch", type=int, default=None, help="Batch size (default 512 on GPU, 64 on CPU)."),
+        click.option("--attack", "attacks", multiple=True, type=click.Choice(["fgsm", "pgd10", "pgd10-es", "apgd100"]),
+                     help="Attacks to time (default fgsm, pgd10, pgd10-es)."),
+        click.option("--objective", "objectives", multiple=True, type=click.Choice(["pgd_at", "fgsm_rs", "trades"])),
+        click.option("--images", type=int, default=None, help="Training images per epoch (default 50000 GPU, "
+                     "1024 CPU)."),
+        click.option("--repeats", type=int, default=5, show_default=True),
+        click.option("--reference", "references", multiple=True, type=click.Choice(["torchattacks", "art"]),
+                     help="Peer libraries to time beside advlab (default: every one installed)."),
+        click.option("--no-reference", is_flag=True, help="Time advlab only."),
+        click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write the rows as JSON."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+@bench_group.command("attacks")
+@_peer_bench_options
+def bench_attacks_cmd(**kw: Any) -> None:
+    """Time attacks against torchattacks and ART in the same run (images/s, speed-up on like outputs,
+    ratio to the forward+backward floor, TFLOP/s against the measured matmul peak)."""
+    _peer_bench("attacks", **kw)
+
+
+@bench_group.command("train")
+@_peer_bench_options
+def bench_train_cmd(**kw: Any) -> None:
+    """Time adversarial-training epochs (PGD-AT, FGSM-RS, TRADES) against a plain reference loop."""
+    _peer_bench("train", **kw)
+
+
+def _peer_bench(what: str, models: tuple[str, ...], device: str, accel: str, batch: int | None,
+                attacks: tuple[str, ...], objectives: tuple[str, ...], images: int | None, repeats: int,
+                references: tuple[str, ...], no_reference: bool, out: Path | None) -> None:
     from . import bench
     from .io import atomic_write_json
     gpu = device.startswith("cuda")
@@ -365,6 +396,31 @@ def bench_cmd(what: str, models: tuple[str, ...], device: str, accel: str, batch
         rows += new
     if out:
         atomic_write_json(out, {"environment": env, "accel": accel, "rows": rows})
+
+
+@bench_group.command("suite")
+@click.argument("run_dir", type=RUN_DIR, required=False)
+@own_model_options
+@click.option("--norm", type=click.Choice(["linf", "l2", "l1"]), default="linf", show_default=True)
+@click.option("--eps", type=float, required=True)
+@click.option("--version", "version", type=click.Choice(["standard", "plus", "rand"]), default="standard",
+              show_default=True)
+@click.option("--n", "n_samples", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write the rows as JSON.")
+def bench_suite_cmd(run_dir: Path | None, norm: str, eps: float, version: str, n_samples: int, batch_size: int,
+                    out: Path | None, **own: Any) -> None:
+    """advlab's suite and the official AutoAttack (pyautoattack) on the same model and points:
+    seconds, forward/backward passes, robust accuracy of each."""
+    from .bench_suite import bench_suite
+    from .io import atomic_write_json
+    target = load_target(run_dir, n_samples, "cpu", **own)
+    rows = bench_suite(target.model, target.x, target.y, norm, eps, version=version, batch=batch_size,
+                       seed=target.seed)
+    for row in rows:
+        click.echo(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
+    if out:
+        atomic_write_json(out, {"model_sha256": target.model_sha256, "norm": norm, "eps": eps, "rows": rows})
 
 
 @main.command("runs")

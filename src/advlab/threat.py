@@ -69,6 +69,35 @@ def project_l1_ball(delta: Tensor, eps: float) -> Tensor:
     return out.reshape(shape)
 
 
+def project_l1_ball_in_box(delta: Tensor, eps: float, low: Tensor, high: Tensor) -> Tensor:
+    """Exact Euclidean projection of each row of delta onto {d : ||d||_1 <= eps, low <= d <= high}
+    (low <= 0 <= high per entry: the input box seen from x). The solution soft-thresholds with caps,
+    d_i = sign(delta_i) clip(|delta_i| - lam, 0, cap_i), cap_i the box's room on that side; lam >= 0 is
+    the root of the decreasing piecewise-linear g(lam) = sum_i clip(|delta_i| - lam, 0, cap_i) = eps,
+    found by sorting the points where a coordinate starts (|delta_i| - cap_i) and stops (|delta_i|)
+    shrinking. A ball projection followed by a clip is not this point and may leave l1 budget unused."""
+    shape = delta.shape
+    flat, lo, hi = delta.reshape(shape[0], -1), low.reshape(shape[0], -1), high.reshape(shape[0], -1)
+    a = flat.abs()
+    cap = torch.where(flat >= 0, hi, -lo).clamp_min(0)
+    clipped = torch.minimum(a, cap)
+    over = clipped.sum(dim=1) > eps
+    start = (a - cap).clamp_min(0)                     # the coordinate begins to shrink at lam = start
+    points = torch.cat([start, a], dim=1)
+    slope = torch.cat([-(a > start).to(a.dtype), (a > start).to(a.dtype)], dim=1)
+    order = points.argsort(dim=1)
+    p, e = points.gather(1, order), slope.gather(1, order)
+    running = torch.cumsum(e, dim=1)                   # slope of g right after each point
+    g0 = clipped.sum(dim=1, keepdim=True)
+    g = torch.cat([g0, g0 + torch.cumsum(running[:, :-1] * (p[:, 1:] - p[:, :-1]), dim=1)], dim=1)  # g at p
+    j = (g > eps).sum(dim=1, keepdim=True).clamp(1, p.shape[1] - 1)   # g(p_j) <= eps < g(p_{j-1})
+    g_prev, p_prev, s_prev = g.gather(1, j - 1), p.gather(1, j - 1), running.gather(1, j - 1)
+    lam = (p_prev + (g_prev - eps) / (-s_prev).clamp_min(1e-30)).clamp_min(0)
+    lam = torch.where(over[:, None], lam, torch.zeros_like(lam))
+    out = flat.sign() * (a - lam).clamp(min=0).clamp(max=cap)
+    return torch.minimum(torch.maximum(out, lo), hi).reshape(shape)
+
+
 def keep_topk_magnitude(delta: Tensor, k: int) -> Tensor:
     """Projection onto the L0 ball: keep the k entries of largest magnitude per sample."""
     flat = delta.reshape(delta.shape[0], -1)
@@ -190,7 +219,8 @@ class ThreatModel:
             factor = torch.where(n > self.eps, self.eps / (n + _TINY), torch.ones_like(n))
             delta = delta * _per_sample(factor, delta)
         elif self.norm == "l1":
-            delta = project_l1_ball(delta, self.eps)
+            lo, hi = self.bounds
+            delta = project_l1_ball_in_box(delta, self.eps, lo - x, hi - x)
         else:
             delta = keep_topk_magnitude(delta, int(self.eps))
         out = self.clip(x + delta)

@@ -28,9 +28,8 @@ def instance_margins(model: nn.Module, x: Tensor, y: Tensor, norm: str = "l2", m
     search = ThreatModel(norm, 0.0)  # the search is capped at the input box's diameter
     cap = min(max_eps, search.max_distance(x[0].numel()))
     attack = DeepFool(ThreatModel(norm, cap), steps=steps)
-    parts = [attack(model, x[i:i + batch_size], y[i:i + batch_size]).extra.get("min_norm")
-             for i in range(0, x.shape[0], batch_size)]
-    return torch.cat([p if p is not None else torch.zeros(0, device=x.device) for p in parts])
+    return torch.cat([attack(model, x[i:i + batch_size], y[i:i + batch_size]).min_norm
+                      for i in range(0, x.shape[0], batch_size)])
 
 
 def margin_report(model: nn.Module, x: Tensor, y: Tensor, *, lipschitz: float | None = None,

@@ -2,7 +2,9 @@
 from .apgd import APGD, APGDT
 from .base import Attack, AttackResult, ModelProbe
 from .deepfool import DeepFool
+from .fab import FAB, FABT
 from .fgsm import FGM, FGSM
+from .minnorm import MinNormAttack
 from .losses import LOSSES, attack_loss, is_successful, logit_margin
 from .noise import RandomNoise
 from .pgd import BIM, PGD
@@ -13,6 +15,7 @@ from .targeting import TargetSpec, resolve_targets
 
 __all__ = [
     "Attack", "AttackResult", "ModelProbe", "FGSM", "FGM", "RandomNoise", "PGD", "BIM", "APGD", "APGDT",
-    "Square", "DeepFool", "SparseL0", "attack_loss", "is_successful", "logit_margin", "LOSSES",
+    "Square", "DeepFool", "FAB", "FABT", "MinNormAttack", "SparseL0", "attack_loss", "is_successful",
+    "logit_margin", "LOSSES",
     "TargetSpec", "resolve_targets", "ATTACKS", "attack_names", "attack_arguments", "build_attack",
 ]

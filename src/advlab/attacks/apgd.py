@@ -6,11 +6,20 @@ fewer than rho = 75% of the steps since the last checkpoint, or when the step wa
 last checkpoint and the best loss did not improve; the iterate then restarts from the best point.
 Updates use momentum 0.75. A sample stops once it is adversarial; every other sample follows
 exactly the trajectory it would follow in a full-batch run, since all state is per sample.
+
+l1 follows the reference's own scheme: the step moves the coordinates whose gradient is in the top
+`topk` share by step/k each (k of them), then the exact projection onto the l1 ball intersected
+with the box; every 4% of the steps the sparsity adapts (topk = l0 of the best point / D / 1.5) and
+the step resets to eps where that l0 fell by 5%, else shrinks by 1.5 (to no less than eps / 10);
+no momentum. `large_reps=True` (the standard suite's l1 setting) spends 30% / 30% / 40% of the
+steps at 3, 2 and 1 x eps, each stage starting from the last one's best point.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+import math
 
 from ..threat import ThreatModel, flat_norm
 from .base import Attack, ModelProbe, fraction, positive_int
@@ -38,14 +47,16 @@ class APGD(Attack):
     norms = ("linf", "l2", "l1")
 
     def __init__(self, threat: ThreatModel, *, steps: int = 100, restarts: int = 1, loss: str = "ce",
-                 target: TargetSpec = None, rho: float = 0.75, l1_topk: float = 0.05,
-                 early_stop: bool = True, seed: int | None = 0) -> None:
+                 target: TargetSpec = None, rho: float = 0.75,
+                 early_stop: bool = True, eot_iter: int = 1, large_reps: bool = False,
+                 seed: int | None = 0) -> None:
         super().__init__(threat, target=target, seed=seed)
+        self.large_reps = bool(large_reps)   # l1: 3x, 2x, 1x eps stages (the reference's use_largereps)
+        self.eot_iter = positive_int("eot_iter", eot_iter)   # gradients averaged over draws (randomized models)
         self.steps = positive_int("steps", steps)
         self.restarts = positive_int("restarts", restarts)
         self.loss = check_loss_name(loss)
         self.rho = fraction("rho", rho)
-        self.l1_topk = fraction("l1_topk", l1_topk, include_one=True)
         self.early_stop = bool(early_stop)
 
     def _checkpoint_lengths(self) -> tuple[int, int, int]:
@@ -68,12 +79,15 @@ class APGD(Attack):
                     loss_targets: Tensor | None, success_targets: Tensor | None,
                     best: BestIterate, gen: torch.Generator) -> None:
         """One APGD run on samples `ids`; `best` collects the best point per sample."""
+        if self.threat.norm == "l1":
+            self._l1_run(probe, x, y, ids, loss_targets, success_targets, best, gen)
+            return
         th = self.threat
         s: dict[str, Tensor | None] = {"ids": ids, "x": x[ids], "y": y[ids],
                                         "lt": loss_targets, "st": success_targets}
         xs = s["x"]
         x_adv = _unit_ball_start(th, xs, gen)
-        loss, grad, logits = probe.loss_and_grad(x_adv, s["y"], s["lt"], self.loss)
+        loss, grad, logits = probe.loss_and_grad(x_adv, s["y"], s["lt"], self.loss, self.eot_iter)
         best.update(ids, x_adv, loss, is_successful(logits, s["y"], s["st"]), logits)
         alpha = 1.0 if th.norm == "l1" else 2.0
         s.update(x_adv=x_adv, x_old=x_adv.clone(), grad=grad, x_best=x_adv.clone(), grad_best=grad.clone(),
@@ -85,10 +99,10 @@ class APGD(Attack):
         for i in range(self.steps):
             x_adv, grad, xs, step = s["x_adv"], s["grad"], s["x"], s["step"]
             momentum = 0.75 if i > 0 else 1.0
-            z = th.project(xs, x_adv + th.step(grad, step, l1_topk=self.l1_topk))
+            z = th.project(xs, x_adv + th.step(grad, step))
             new = th.project(xs, x_adv + momentum * (z - x_adv) + (1 - momentum) * (x_adv - s["x_old"]))
             s["x_old"] = x_adv
-            loss, grad, logits = probe.loss_and_grad(new, s["y"], s["lt"], self.loss)
+            loss, grad, logits = probe.loss_and_grad(new, s["y"], s["lt"], self.loss, self.eot_iter)
             s["x_adv"], s["grad"] = new, grad
             success = is_successful(logits, s["y"], s["st"])
             best.update(s["ids"], new, loss, success, logits)
@@ -118,6 +132,85 @@ class APGD(Attack):
                 s = {name: (v[keep] if isinstance(v, Tensor) else v) for name, v in s.items()}
 
 
+    # ------------------------------------------------------------------ l1
+    def _l1_stages(self) -> list[tuple[float, int]]:
+        if not self.large_reps:
+            return [(1.0, self.steps)]
+        first = math.ceil(0.3 * self.steps)
+        return [(3.0, first), (2.0, first), (1.0, max(self.steps - 2 * first, 1))]
+
+    def _l1_run(self, probe: ModelProbe, x: Tensor, y: Tensor, ids: Tensor, loss_targets: Tensor | None,
+                success_targets: Tensor | None, best: BestIterate, gen: torch.Generator) -> None:
+        th, xs = self.threat, x[ids]
+        noise = torch.randn(xs.shape, device=xs.device, dtype=xs.dtype, generator=gen)
+        stages = self._l1_stages()
+        start, from_point = xs + noise, False
+        for i, (scale, steps) in enumerate(stages):
+            stage = th.with_eps(min(scale * th.eps, th.max_distance(xs[0].numel())))
+            final = i == len(stages) - 1
+            start = self._l1_stage(probe, stage, xs, y[ids], ids, loss_targets, success_targets,
+                                   best if final else None, stage.project(xs, start), steps, from_point)
+            from_point = True
+
+    def _l1_stage(self, probe: ModelProbe, th: ThreatModel, xs: Tensor, ys: Tensor, ids: Tensor,
+                  lt: Tensor | None, st: Tensor | None, best: BestIterate | None, x_adv: Tensor, steps: int,
+                  from_point: bool) -> Tensor:
+        """One l1 stage at th.eps from x_adv; records into `best` (the final stage only, with early stop)
+        and returns the best-loss point per sample (where the next stage starts)."""
+        n_fts = xs[0].numel()
+        loss, grad, logits = probe.loss_and_grad(x_adv, ys, lt, self.loss, self.eot_iter)
+        if best is not None:
+            best.update(ids, x_adv, loss, is_successful(logits, ys, st), logits)
+        if from_point:
+            sp_old = flat_norm(x_adv - xs, "l0").clamp_min(1)
+            topk = sp_old / n_fts / 1.5
+        else:
+            topk = torch.full_like(loss, 0.2)
+            sp_old = torch.full_like(loss, float(n_fts))
+        s: dict[str, Tensor | None] = {"ids": ids, "x": xs, "y": ys, "lt": lt, "st": st, "x_adv": x_adv,
+                                        "grad": grad, "x_best": x_adv.clone(), "grad_best": grad.clone(),
+                                        "loss_best": loss.clone(), "step": torch.full_like(loss, th.eps),
+                                        "topk": topk, "sp_old": sp_old, "pos": torch.arange(ids.numel(),
+                                                                                            device=ids.device)}
+        x_best_all = x_adv.clone()
+        every, since = max(int(0.04 * steps), 1), 0
+        for _ in range(steps):
+            g = s["grad"].flatten(1)
+            rank = ((1 - s["topk"]) * n_fts).clamp(0, n_fts - 1).long()
+            thresh = g.abs().sort(dim=1).values.gather(1, rank[:, None])
+            sparse = (g.sign() * (g.abs() >= thresh)).view_as(s["x_adv"])
+            count = sparse.abs().flatten(1).sum(1).clamp_min(1e-10)
+            new = th.project(s["x"], s["x_adv"] + _bcast(s["step"] / count, sparse) * sparse)
+            loss, grad, logits = probe.loss_and_grad(new, s["y"], s["lt"], self.loss, self.eot_iter)
+            success = is_successful(logits, s["y"], s["st"])
+            if best is not None:
+                best.update(s["ids"], new, loss, success, logits)
+            improved = loss > s["loss_best"]
+            s["x_best"] = torch.where(_bcast(improved, new), new, s["x_best"])
+            s["grad_best"] = torch.where(_bcast(improved, new), grad, s["grad_best"])
+            s["loss_best"] = torch.where(improved, loss, s["loss_best"])
+            s["x_adv"], s["grad"] = new, grad
+            since += 1
+            if since == every:
+                sp = flat_norm(s["x_best"] - s["x"], "l0")
+                sparser = sp / s["sp_old"] < 0.95
+                s["topk"] = sp / n_fts / 1.5
+                s["step"] = torch.where(sparser, torch.full_like(s["step"], th.eps), s["step"] / 1.5).clamp(
+                    th.eps / 10, th.eps)
+                s["sp_old"] = sp.clamp_min(1)
+                s["x_adv"] = torch.where(_bcast(sparser, new), s["x_best"], s["x_adv"])
+                s["grad"] = torch.where(_bcast(sparser, new), s["grad_best"], s["grad"])
+                since = 0
+            if best is not None and self.early_stop and bool(success.any()):
+                keep = ~success
+                x_best_all[s["pos"]] = s["x_best"]
+                if not bool(keep.any()):
+                    return x_best_all
+                s = {k: (v[keep] if isinstance(v, Tensor) else v) for k, v in s.items()}
+        x_best_all[s["pos"]] = s["x_best"]
+        return x_best_all
+
+
 def _bcast(mask: Tensor, like: Tensor) -> Tensor:
     return mask.view(-1, *([1] * (like.ndim - 1)))
 
@@ -129,10 +222,10 @@ class APGDT(APGD):
     name = "apgd-t"
 
     def __init__(self, threat: ThreatModel, *, steps: int = 100, n_target_classes: int = 9,
-                 restarts: int = 1, loss: str = "dlr", rho: float = 0.75, l1_topk: float = 0.05,
-                 seed: int | None = 0) -> None:
+                 restarts: int = 1, loss: str = "dlr", rho: float = 0.75,
+                 eot_iter: int = 1, large_reps: bool = False, seed: int | None = 0) -> None:
         super().__init__(threat, steps=steps, restarts=restarts, loss=loss, target=None, rho=rho,
-                         l1_topk=l1_topk, seed=seed)
+                         eot_iter=eot_iter, large_reps=large_reps, seed=seed)
         self.n_target_classes = positive_int("n_target_classes", n_target_classes)
 
     def _run(self, probe: ModelProbe, x: Tensor, y: Tensor, targets: Tensor | None,

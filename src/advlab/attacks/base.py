@@ -37,10 +37,23 @@ class AttackResult:
     attack: str = ""
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
+    min_norm: Tensor | None = None   # minimum-norm attacks: [N] smallest adversarial distance found
+    #                                  (0 where x is already misclassified, inf where none was found)
+    x_min: Tensor | None = None      # minimum-norm attacks: the point at that distance (x where none)
 
     @property
     def success_rate(self) -> float:
         return float(self.success.float().mean())
+
+    def robust_accuracy_at(self, eps: float | list[float]) -> float | list[float]:
+        """A minimum-norm attack's robust accuracy at any eps (one run answers every eps): the share
+        of points with no adversarial point found within eps."""
+        if self.min_norm is None:
+            raise AttackConfigError(f"{self.attack or 'this attack'} is not a minimum-norm attack: its result "
+                                    "holds one eps only; use a MinNormAttack (DeepFool, FAB) for many eps")
+        if isinstance(eps, (list, tuple)):
+            return [float((self.min_norm > e).float().mean()) for e in eps]
+        return float((self.min_norm > eps).float().mean())
 
     def robust_accuracy(self, y: Tensor) -> float:
         """Fraction still correct after the attack (for untargeted results)."""
@@ -92,16 +105,23 @@ class ModelProbe:
         self.n_forward += x.shape[0]
         return check_finite_logits(self.forward(x))
 
-    def loss_and_grad(self, x: Tensor, y: Tensor, targets: Tensor | None,
-                      loss: str) -> tuple[Tensor, Tensor, Tensor]:
-        """(per-sample loss, gradient w.r.t. x, logits) at x; no parameter gradients are built."""
-        x_req = x.detach().requires_grad_(True)
-        with torch.enable_grad():
-            out = self.forward(x_req)
-            values = attack_loss(loss, out, y, targets)
-            grad, = torch.autograd.grad(values.sum(), x_req)
-        self.n_forward += x.shape[0]
-        self.n_backward += x.shape[0]
+    def loss_and_grad(self, x: Tensor, y: Tensor, targets: Tensor | None, loss: str,
+                      eot: int = 1) -> tuple[Tensor, Tensor, Tensor]:
+        """(per-sample loss, gradient w.r.t. x, logits) at x; no parameter gradients are built.
+
+        eot > 1 (expectation over transformation, for randomized models): the gradient is averaged
+        over `eot` passes; loss and logits are the last pass's (as the reference APGD)."""
+        grad_sum = None
+        for _ in range(eot):
+            x_req = x.detach().requires_grad_(True)
+            with torch.enable_grad():
+                out = self.forward(x_req)
+                values = attack_loss(loss, out, y, targets)
+                grad, = torch.autograd.grad(values.sum(), x_req)
+            grad_sum = grad if grad_sum is None else grad_sum + grad
+            self.n_forward += x.shape[0]
+            self.n_backward += x.shape[0]
+        grad = grad_sum if eot == 1 else grad_sum / eot
         return values.detach(), grad.detach(), out.detach()
 
 
@@ -171,6 +191,7 @@ class Attack(ABC):
     name: ClassVar[str] = "attack"
     norms: ClassVar[tuple[str, ...]] = ("linf", "l2", "l1", "l0")
     uses_gradients: ClassVar[bool] = True
+    min_norm_attack: ClassVar[bool] = False   # MinNormAttack: the result carries min_norm and x_min
 
     skip_adversarial: bool = True
     """Leave points that are already adversarial at x untouched (saves work in evaluation). Fixed
@@ -272,10 +293,14 @@ class Attack(ABC):
         norms = self.threat.distance(x, x_adv)
         if low is not None:
             x_adv = x_adv.to(low)
+        min_norm, x_min = extra.pop("min_norm", None), extra.pop("x_min", None)
+        if self.min_norm_attack and min_norm is None:   # every point was adversarial already: distance 0
+            min_norm, x_min = torch.zeros(x.shape[0], device=x.device, dtype=x.dtype), x.clone()
         return AttackResult(
             x_adv=x_adv, success=success, norms=norms, loss=loss,
             n_forward=probe.n_forward, n_backward=probe.n_backward, targets=targets, seed=seed,
-            attack=type(self).__name__, seconds=time.perf_counter() - start, extra=extra)
+            attack=type(self).__name__, seconds=time.perf_counter() - start, extra=extra,
+            min_norm=min_norm, x_min=x_min)
 
     def _finalize(self, x: Tensor, x_adv: Tensor) -> Tensor:
         """Last guarantee that the output is feasible; minimal-norm attacks override this."""

@@ -59,11 +59,11 @@ class BestIterate:
         self.seen[ids] = False
 
     def observe(self, probe: ModelProbe, ids: Tensor, x: Tensor, y: Tensor, t: Tensor | None,
-                loss: str, need_grad: bool) -> tuple[Tensor, Tensor | None]:
+                loss: str, need_grad: bool, eot: int = 1) -> tuple[Tensor, Tensor | None]:
         """Evaluate the iterate x of samples `ids` (with its input gradient if needed), record it,
         and return (success per sample, gradient or None)."""
         if need_grad:
-            values, grad, logits = probe.loss_and_grad(x, y, t, loss)
+            values, grad, logits = probe.loss_and_grad(x, y, t, loss, eot)
         else:
             logits, grad = probe.logits(x), None
             values = attack_loss(loss, logits, y, t)
@@ -102,8 +102,10 @@ class PGD(Attack):
     def __init__(self, threat: ThreatModel, *, steps: int = 10, step_size: float | None = None,
                  random_start: bool = True, restarts: int = 1, loss: str = "ce",
                  target: TargetSpec = None, schedule: Schedule = "constant", early_stop: bool = True,
-                 l1_topk: float = 0.05, check_every: int | None = None, seed: int | None = 0) -> None:
+                 l1_topk: float = 0.05, check_every: int | None = None, eot_iter: int = 1,
+                 seed: int | None = 0) -> None:
         super().__init__(threat, target=target, seed=seed)
+        self.eot_iter = positive_int("eot_iter", eot_iter)   # gradients averaged over draws (randomized models)
         self.steps = positive_int("steps", steps)
         self.check_every = None if check_every is None else positive_int("check_every", check_every)
         self.restarts = positive_int("restarts", restarts)
@@ -140,7 +142,8 @@ class PGD(Attack):
             if k == self.steps and not (self.early_stop or probe.verify):
                 best.take(ids, cur)  # perturb(): Madry's last iterate, without the forward pass that checks it
                 break
-            success, grad = best.observe(probe, ids, cur, ys, ts, self.loss, need_grad=k < self.steps)
+            success, grad = best.observe(probe, ids, cur, ys, ts, self.loss, need_grad=k < self.steps,
+                                         eot=self.eot_iter)
             if k == self.steps:
                 break
             if self.early_stop and k % every == 0 and bool(success.any()):

@@ -10,6 +10,7 @@ from ..threat import ThreatModel
 from .apgd import APGD, APGDT
 from .base import Attack
 from .deepfool import DeepFool
+from .fab import FAB, FABT
 from .fgsm import FGSM
 from .noise import RandomNoise
 from .pgd import BIM, PGD
@@ -17,7 +18,8 @@ from .sparse import SparseL0
 from .square import Square
 
 ATTACKS: dict[str, type[Attack]] = {"fgsm": FGSM, "pgd": PGD, "bim": BIM, "apgd": APGD, "apgd-t": APGDT,
-                                    "square": Square, "deepfool": DeepFool, "sparse-l0": SparseL0,
+                                    "square": Square, "deepfool": DeepFool, "fab": FAB, "fab-t": FABT,
+                                    "sparse-l0": SparseL0,
                                     "noise": RandomNoise}
 
 

@@ -1,9 +1,10 @@
 """Square attack (Andriushchenko et al. 2020): score-based random search, no gradients, linf and l2.
 
 Each query changes the perturbation inside a random square window whose side shrinks on the
-reference schedule (p_init halved at 10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000 of 10,000
-rescaled queries); a change is kept when it lowers the margin loss. linf windows are set to +-eps
-per channel; l2 windows get the reference's "meta-square" pattern, with the mass moved from a
+reference schedule (p_init halved after 10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000 queries,
+counted absolutely as in AutoAttack's standard version, or rescaled to a 10,000-query budget with
+rescale_schedule=True, the reference's default outside AutoAttack); a change is kept when it
+lowers the margin loss. linf windows are set to +-eps per channel; l2 windows get the reference's "meta-square" pattern, with the mass moved from a
 second window so that the norm stays eps.
 """
 from __future__ import annotations
@@ -23,9 +24,10 @@ from .targeting import TargetSpec
 _THRESHOLDS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 
 
-def square_fraction(p_init: float, it: int, n_queries: int) -> float:
-    """Fraction of pixels the window covers at query `it` (schedule rescaled to 10,000 queries)."""
-    scaled = int(it / n_queries * 10000)
+def square_fraction(p_init: float, it: int, n_queries: int, rescale: bool = False) -> float:
+    """Fraction of pixels the window covers at query `it` (with `rescale`, the schedule stretched
+    over n_queries as if they were 10,000)."""
+    scaled = int(it / n_queries * 10000) if rescale else it
     halvings = sum(scaled > t for t in _THRESHOLDS)
     return p_init / (2 ** halvings)
 
@@ -73,9 +75,11 @@ class Square(Attack):
     uses_gradients = False
 
     def __init__(self, threat: ThreatModel, *, n_queries: int = 5000, p_init: float = 0.8,
-                 restarts: int = 1, target: TargetSpec = None, seed: int | None = 0) -> None:
+                 restarts: int = 1, rescale_schedule: bool = False, target: TargetSpec = None,
+                 seed: int | None = 0) -> None:
         super().__init__(threat, target=target, seed=seed)
         self.n_queries = positive_int("n_queries", n_queries)
+        self.rescale_schedule = bool(rescale_schedule)
         self.p_init = positive_float("p_init", p_init)
         if self.p_init > 1:
             raise AttackConfigError(f"p_init is a fraction of the image and must be <= 1, got {p_init}")
@@ -129,7 +133,7 @@ class Square(Attack):
                 break
             xa, xb, ya = x[active], x_best[active], y[active]
             ta = t[active] if t is not None else None
-            p = square_fraction(self.p_init, it, self.n_queries)
+            p = square_fraction(self.p_init, it, self.n_queries, self.rescale_schedule)
             side = max(int(round(math.sqrt(p * h * w))), 1)
             if th.norm == "linf":
                 # square windows on images; on (N, 1, 1, D) inputs a strip of the same area

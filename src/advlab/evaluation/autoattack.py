@@ -75,7 +75,7 @@ def evaluate_robustness(model: nn.Module, data: tuple[Tensor, Tensor] | Iterable
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
     dev = torch.device(device) if device is not None else x_all.device
-    attacks = build_suite(suite, threat, seed)
+    attacks, suite_name, notes, draws = choose_suite(suite, model, x_all, y_all, threat, seed, dev, checks)
     n = x_all.shape[0]
     names = [f"{a.name}" for a in attacks]
     path = resolve_accel(accel, dev)
@@ -89,8 +89,8 @@ def evaluate_robustness(model: nn.Module, data: tuple[Tensor, Tensor] | Iterable
         Path(state_path).unlink(missing_ok=True)
     state = load_state(state_path, fingerprint, n, len(attacks))
     if state is None:
-        parts, piece = map_in_pieces(lambda a, b: predict(model, x_all[a:b].to(dev)).cpu(), n, batch_size,
-                                          what="clean batch")
+        parts, piece = map_in_pieces(lambda a, b: mean_probabilities(model, x_all[a:b].to(dev), draws).cpu(), n,
+                                     batch_size, what="clean batch")
         logits = torch.cat(parts)
         check_label_range(y_all, logits.shape[1])
         clean = logits.argmax(1) == y_all.cpu()
@@ -125,7 +125,9 @@ def evaluate_robustness(model: nn.Module, data: tuple[Tensor, Tensor] | Iterable
             if idx.numel():
                 xb, yb = x_all[idx.to(x_all.device)].to(dev), y_all[idx.to(y_all.device)].to(dev)
                 res, piece = attack_in_pieces(attack, model, xb, yb, piece)
-                broken = res.success.cpu()
+                # a randomized model is judged by its prediction averaged over draws, not one lucky pass
+                broken = (res.success if draws == 1 else
+                          mean_probabilities(model, res.x_adv, draws).argmax(1) != yb).cpu()
                 norms = res.norms.detach().float().cpu()
                 x_adv = res.x_adv.detach().cpu() if "x_adv" in state else None
                 cost = [float(broken.sum()), float(idx.numel()), res.n_forward, res.n_backward, res.seconds]
@@ -144,7 +146,7 @@ def evaluate_robustness(model: nn.Module, data: tuple[Tensor, Tensor] | Iterable
         prog["attack"], prog["chunk"] = ai + 1, 0
         save_state(own_state_path, state, fingerprint)
 
-    flags = list(prog["flags"])
+    flags = notes + list(prog["flags"])
     accel_info = None
     if path.enabled and path.exact:
         accel_info = {"path": path.describe(), "verified": "exact fp32 path, nothing to verify"}
@@ -164,7 +166,57 @@ def evaluate_robustness(model: nn.Module, data: tuple[Tensor, Tensor] | Iterable
         threat=threat, clean_correct=state["clean_correct"], robust=state["robust"],
         broken_by=state["broken_by"], adv_norms=state["adv_norms"],
         attacks=[AttackStats(**s) for s in prog["stats"]], flags=flags, seed=seed,
-        x_adv=state.get("x_adv"), accel=accel_info)
+        x_adv=state.get("x_adv"), accel=accel_info, suite=suite_name, judge_draws=draws)
+
+
+JUDGE_DRAWS = 10   # forward passes averaged to judge a randomized model's prediction
+
+
+@torch.no_grad()
+def mean_probabilities(model: nn.Module, x: Tensor, draws: int = 1) -> Tensor:
+    """The model's logits (draws = 1), or its softmax averaged over `draws` forward passes: the
+    prediction of a randomized model, by which a point is judged clean-correct or broken."""
+    if draws == 1:
+        return predict(model, x)
+    return sum(torch.softmax(predict(model, x).float(), dim=1) for _ in range(draws)) / draws
+
+
+def choose_suite(suite: str | Sequence[Attack], model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel,
+                 seed: int, dev: torch.device, checks: bool) -> tuple[list[Attack], str | None, list[str], int]:
+    """(attacks, the suite's name, notes, prediction draws). A quick look at the first 200 points
+    decides what the named suite must become: `auto` runs `rand` for a randomized model, `standard`
+    otherwise; `fast` adds Square and APGD-T over 9 targets when a gradient-masking check fires
+    (a screen must not stay above the worst case it stands for); a randomized model is judged by
+    its prediction averaged over JUDGE_DRAWS passes."""
+    if not isinstance(suite, str):
+        return build_suite(suite, threat, seed), None, [], 1
+    notes: list[str] = []
+    randomized = masked = False
+    if checks and suite in ("auto", "fast", "rand", "standard", "plus"):
+        xs = x[:200].to(dev)
+        out_flags = check_model_outputs(model, xs)
+        randomized = any(f.startswith("randomized-output") for f in out_flags)
+        if suite == "fast":
+            correct = (predict(model, xs).argmax(1) == y[:200].to(dev)).nonzero().squeeze(1)
+            grad_flags = check_zero_gradients(model, xs[correct], y[:200].to(dev)[correct]) if correct.numel() else []
+            masked = bool(grad_flags) or any(f.startswith("softmax-output") for f in out_flags) or randomized
+    name = suite
+    if suite == "auto":
+        name = "rand" if randomized else "standard"
+        notes.append(f"suite auto ran {name}" + (": the model's output is randomized, so the rand suite "
+                                                  "(EOT over 20 draws) replaced standard" if randomized else ""))
+    attacks = build_suite(name, threat, seed)
+    if suite == "fast" and masked and threat.norm != "l0":
+        from ..attacks import APGDT, Square
+        attacks = [attacks[0], APGDT(threat, steps=100, n_target_classes=9, seed=seed)]
+        if threat.norm in Square.norms:
+            attacks.append(Square(threat, n_queries=5000, p_init=0.8, seed=seed))
+        notes.append("fast suite extended with APGD-T over 9 targets and Square (5,000 queries): a gradient-"
+                     "masking check fired on the first 200 points, and gradients alone would overstate robustness")
+    draws = JUDGE_DRAWS if randomized else 1
+    if randomized:
+        notes.append(f"randomized model: every point is judged by its prediction averaged over {draws} draws")
+    return attacks, name, notes, draws
 
 
 def _verify_fast_path(reference: nn.Module, fast: nn.Module, attack: Attack, x: Tensor, y: Tensor,
@@ -242,7 +294,7 @@ def robust_accuracy_curve(model: nn.Module, data: tuple[Tensor, Tensor] | Iterab
             threat = box.with_eps(min(max(eps_grid), box.max_distance(xb[0].numel())))  # never reached beyond
             attack = DeepFool(threat, steps=steps, seed=seed)
         r = attack(model, xb, yb)
-        norms.append(r.extra.get("min_norm", torch.zeros(r.success.shape[0], device=xb.device)).cpu())
+        norms.append(r.min_norm.cpu())
     if not norms:
         raise InputError("robust_accuracy_curve got no data (an empty loader?)")
     return accuracy_vs_eps(torch.cat(norms), eps_grid)

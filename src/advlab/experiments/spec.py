@@ -111,12 +111,20 @@ class AttackSpec(_Strict):
 
 class EvalSpec(_Strict):
     attacks: list[AttackSpec] = []
-    suite: Literal["standard", "fast", "none"] = "none"
+    suite: str = "none"   # a name of advlab.evaluation.SUITES, or none (checked below)
     threat: ThreatSpec | None = None
     samples: int | None = Field(default=None, gt=0)
     batch_size: int = Field(default=500, gt=0)
     accel: Literal["off", "auto", "on"] = "off"   # fast path for the worst-case suite, checked against fp32
     curve_samples: int = Field(default=200, ge=0)  # accuracy vs eps (DeepFool, linf/l2) on this many points; 0 = off
+
+    @field_validator("suite")
+    @classmethod
+    def _known_suite(cls, v: str) -> str:
+        from ..evaluation.suites import SUITES
+        if v != "none" and v not in SUITES:
+            raise ValueError(f"unknown suite {v!r}; use none or one of {', '.join(SUITES)}")
+        return v
 
 
 class ExperimentSpec(_Strict):
