@@ -4,8 +4,8 @@ Each query changes the perturbation inside a random square window whose side shr
 reference schedule (p_init halved after 10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000 queries,
 counted absolutely as in AutoAttack's standard version, or rescaled to a 10,000-query budget with
 rescale_schedule=True, the reference's default outside AutoAttack); a change is kept when it
-lowers the margin loss. linf windows are set to +-eps per channel; l2 windows get the reference's "meta-square" pattern, with the mass moved from a
-second window so that the norm stays eps.
+lowers the margin loss. linf windows are set to +-eps per channel; l2 windows get the reference's
+"meta-square" pattern, with the mass moved from a second window so that the norm stays eps.
 """
 from __future__ import annotations
 
