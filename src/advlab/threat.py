@@ -1,7 +1,8 @@
 """Threat models: the set of allowed perturbations (an Lp ball intersected with the input box).
 
 One object answers every geometric question an attack or a training objective asks:
-projection, steepest-ascent step, uniform random start inside the ball, and distance.
+projection, steepest-ascent step, uniform random start inside the ball, and distance; the answers
+per norm live in advlab.geometry (one class per norm), which ThreatModel delegates to.
 """
 from __future__ import annotations
 
@@ -13,11 +14,12 @@ import torch
 from torch import Tensor
 
 from .errors import InputError, ThreatModelError
+from .geometry import (NormGeometry, geometry, keep_topk_magnitude, project_l1_ball,  # noqa: F401 - re-exported
+                       project_l1_ball_in_box)
 
 Norm = Literal["linf", "l2", "l1", "l0"]
 NORMS: tuple[str, ...] = ("linf", "l2", "l1", "l0")
 _ALIASES = {"inf": "linf", "linf": "linf", "l_inf": "linf", "l2": "l2", "l1": "l1", "l0": "l0"}
-_TINY = 1e-12
 _FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
@@ -29,85 +31,9 @@ def canonical_norm(norm: str) -> Norm:
     return _ALIASES[key]  # type: ignore[return-value]
 
 
-def _per_sample(v: Tensor | float, ref: Tensor) -> Tensor | float:
-    """Broadcast a per-sample vector [N] against a batch shaped like ref."""
-    if isinstance(v, Tensor) and v.ndim == 1:
-        return v.view(-1, *([1] * (ref.ndim - 1)))
-    return v
-
-
 def flat_norm(delta: Tensor, norm: str) -> Tensor:
     """Per-sample Lp norm of a batch of perturbations, shape [N]."""
-    flat = delta.reshape(delta.shape[0], -1)
-    if norm == "linf":
-        return flat.abs().amax(dim=1) if flat.shape[1] else flat.new_zeros(flat.shape[0])
-    if norm == "l2":
-        return flat.norm(p=2, dim=1)
-    if norm == "l1":
-        return flat.abs().sum(dim=1)
-    if norm == "l0":
-        return (flat != 0).sum(dim=1).to(delta.dtype)
-    raise ThreatModelError(f"unknown norm {norm!r}")
-
-
-def project_l1_ball(delta: Tensor, eps: float) -> Tensor:
-    """Euclidean projection of each row of delta onto the L1 ball of radius eps (Duchi et al. 2008)."""
-    shape = delta.shape
-    flat = delta.reshape(shape[0], -1)
-    absd = flat.abs()
-    inside = absd.sum(dim=1) <= eps
-    if bool(inside.all()):
-        return delta
-    sorted_abs, _ = absd.sort(dim=1, descending=True)
-    cumsum = sorted_abs.cumsum(dim=1)
-    ks = torch.arange(1, flat.shape[1] + 1, device=flat.device, dtype=flat.dtype)
-    cond = sorted_abs - (cumsum - eps) / ks > 0
-    rho = cond.to(torch.int64).cumsum(dim=1).argmax(dim=1, keepdim=True)  # last index where cond holds
-    theta = ((cumsum.gather(1, rho) - eps) / (rho + 1).to(flat.dtype)).clamp_min(0)
-    projected = flat.sign() * (absd - theta).clamp_min(0)
-    out = torch.where(inside.unsqueeze(1), flat, projected)
-    return out.reshape(shape)
-
-
-def project_l1_ball_in_box(delta: Tensor, eps: float, low: Tensor, high: Tensor) -> Tensor:
-    """Exact Euclidean projection of each row of delta onto {d : ||d||_1 <= eps, low <= d <= high}
-    (low <= 0 <= high per entry: the input box seen from x). The solution soft-thresholds with caps,
-    d_i = sign(delta_i) clip(|delta_i| - lam, 0, cap_i), cap_i the box's room on that side; lam >= 0 is
-    the root of the decreasing piecewise-linear g(lam) = sum_i clip(|delta_i| - lam, 0, cap_i) = eps,
-    found by sorting the points where a coordinate starts (|delta_i| - cap_i) and stops (|delta_i|)
-    shrinking. A ball projection followed by a clip is not this point and may leave l1 budget unused."""
-    shape = delta.shape
-    flat, lo, hi = delta.reshape(shape[0], -1), low.reshape(shape[0], -1), high.reshape(shape[0], -1)
-    a = flat.abs()
-    cap = torch.where(flat >= 0, hi, -lo).clamp_min(0)
-    clipped = torch.minimum(a, cap)
-    over = clipped.sum(dim=1) > eps
-    start = (a - cap).clamp_min(0)                     # the coordinate begins to shrink at lam = start
-    points = torch.cat([start, a], dim=1)
-    slope = torch.cat([-(a > start).to(a.dtype), (a > start).to(a.dtype)], dim=1)
-    order = points.argsort(dim=1)
-    p, e = points.gather(1, order), slope.gather(1, order)
-    running = torch.cumsum(e, dim=1)                   # slope of g right after each point
-    g0 = clipped.sum(dim=1, keepdim=True)
-    g = torch.cat([g0, g0 + torch.cumsum(running[:, :-1] * (p[:, 1:] - p[:, :-1]), dim=1)], dim=1)  # g at p
-    j = (g > eps).sum(dim=1, keepdim=True).clamp(1, p.shape[1] - 1)   # g(p_j) <= eps < g(p_{j-1})
-    g_prev, p_prev, s_prev = g.gather(1, j - 1), p.gather(1, j - 1), running.gather(1, j - 1)
-    lam = (p_prev + (g_prev - eps) / (-s_prev).clamp_min(1e-30)).clamp_min(0)
-    lam = torch.where(over[:, None], lam, torch.zeros_like(lam))
-    out = flat.sign() * (a - lam).clamp(min=0).clamp(max=cap)
-    return torch.minimum(torch.maximum(out, lo), hi).reshape(shape)
-
-
-def keep_topk_magnitude(delta: Tensor, k: int) -> Tensor:
-    """Projection onto the L0 ball: keep the k entries of largest magnitude per sample."""
-    flat = delta.reshape(delta.shape[0], -1)
-    if k >= flat.shape[1]:
-        return delta
-    if k <= 0:
-        return torch.zeros_like(delta)
-    idx = flat.abs().topk(k, dim=1).indices
-    mask = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, idx, True)
-    return (flat * mask).reshape(delta.shape)
+    return geometry(norm).distance(delta)
 
 
 @dataclass(frozen=True)
@@ -148,10 +74,14 @@ class ThreatModel:
             raise ThreatModelError(f"linf eps {eps:g} is larger than the input range [{lo:g}, {hi:g}] (width "
                                    f"{hi - lo:g}): every input would be reachable; eps is in input units")
 
+    @property
+    def geometry(self) -> NormGeometry:
+        """The ball's geometry (advlab.geometry): distance, projection, step, random start."""
+        return geometry(self.norm)
+
     def max_distance(self, dim: int) -> float:
         """The largest distance between two points of the input box in `dim` entries (the diameter)."""
-        width = self.bounds[1] - self.bounds[0]
-        return {"linf": width, "l2": width * math.sqrt(dim), "l1": width * dim, "l0": float(dim)}[self.norm]
+        return self.geometry.diameter(dim, self.bounds[1] - self.bounds[0])
 
     # ------------------------------------------------------------------ basics
     def with_eps(self, eps: float) -> "ThreatModel":
@@ -160,7 +90,7 @@ class ThreatModel:
 
     def distance(self, x: Tensor, x_adv: Tensor) -> Tensor:
         """Per-sample distance ||x_adv - x|| under this norm, shape [N]."""
-        return flat_norm(x_adv - x, self.norm)
+        return self.geometry.distance(x_adv - x)
 
     def clip(self, x_adv: Tensor) -> Tensor:
         """Clip into the input box only."""
@@ -206,50 +136,16 @@ class ThreatModel:
 
     # -------------------------------------------------------------- geometry
     def project(self, x: Tensor, x_adv: Tensor) -> Tensor:
-        """Map x_adv into the eps-ball around x and into the bounds.
+        """Map x_adv into the eps-ball around x and into the bounds: exact for linf and l1 (the joint
+        projection onto the l1 ball and the box); for l2 and l0 the ball projection is exact and the
+        box clip that follows only shrinks each coordinate, so the result stays inside both sets."""
+        return self.geometry.project(x, x_adv, self.eps, self.bounds)
 
-        Exact for linf; for l2/l1/l0 the ball projection is exact and the box clip that follows
-        only shrinks each coordinate of the perturbation, so the result stays inside both sets.
-        """
-        delta = x_adv - x
-        if self.norm == "linf":
-            delta = delta.clamp(-self.eps, self.eps)
-        elif self.norm == "l2":
-            n = flat_norm(delta, "l2")
-            factor = torch.where(n > self.eps, self.eps / (n + _TINY), torch.ones_like(n))
-            delta = delta * _per_sample(factor, delta)
-        elif self.norm == "l1":
-            lo, hi = self.bounds
-            delta = project_l1_ball_in_box(delta, self.eps, lo - x, hi - x)
-        else:
-            delta = keep_topk_magnitude(delta, int(self.eps))
-        out = self.clip(x + delta)
-        if self.norm in ("l2", "l1"):  # guard against rounding pushing the norm a hair over eps
-            # unconditional (a where, not an `if any`): projecting never waits for the device
-            n = flat_norm(out - x, self.norm)
-            shrink = 1 - 8 * torch.finfo(out.dtype).eps
-            scale = torch.where(n > self.eps, self.eps / (n + _TINY) * shrink, torch.ones_like(n))
-            out = x + (out - x) * _per_sample(scale, out)
-        return out
-
-    def step(self, grad: Tensor, step_size: Tensor | float, *, l1_topk: float = 0.05) -> Tensor:
-        """Steepest-ascent step of the given size under this norm (to be added to x_adv).
-
-        linf: sign(g); l2: g/||g||; l1: sign(g) on the top `l1_topk` fraction of coordinates,
-        scaled to unit l1 norm; l0: g/||g||_2 (the l0 projection then picks coordinates).
-        """
-        size = _per_sample(step_size, grad)
-        if self.norm == "linf":
-            return size * grad.sign()
-        flat = grad.reshape(grad.shape[0], -1)
-        if self.norm == "l1":
-            k = max(1, int(math.ceil(l1_topk * flat.shape[1])))
-            thresh = flat.abs().topk(k, dim=1).values[:, -1:]
-            sparse = flat.sign() * (flat.abs() >= thresh)
-            direction = sparse / (sparse.abs().sum(dim=1, keepdim=True) + _TINY)
-            return size * direction.reshape(grad.shape)
-        direction = flat / (flat.norm(dim=1, keepdim=True) + _TINY)
-        return size * direction.reshape(grad.shape)
+    def step(self, grad: Tensor, step_size: Tensor | float) -> Tensor:
+        """Steepest-ascent step of the given size under this norm (to be added to x_adv): linf
+        sign(g); l2 g/||g||; l1 sign(g) on the top 5% of coordinates at unit l1 norm (attacks that
+        want another share call `geometry.step(grad, size, topk=...)`); l0 g/||g||_2."""
+        return self.geometry.step(grad, step_size)
 
     def random_start(self, x: Tensor, generator: torch.Generator | None = None, *,
                      radius: Literal["volume", "uniform"] = "volume") -> Tensor:
@@ -262,34 +158,8 @@ class ThreatModel:
         """
         if radius not in ("volume", "uniform"):
             raise ThreatModelError(f"radius must be 'volume' or 'uniform', got {radius!r}")
-        n = x.shape[0]
-        flat_dim = x[0].numel()
         kw = dict(device=x.device, dtype=x.dtype, generator=generator)
-        if self.norm == "linf":
-            delta = (torch.rand(x.shape, **kw) * 2 - 1) * self.eps
-        elif self.norm == "l2":
-            direction = torch.randn(n, flat_dim, **kw)
-            direction = direction / (direction.norm(dim=1, keepdim=True) + _TINY)
-            u = torch.rand(n, 1, **kw)
-            radius = (u ** (1.0 / flat_dim) if radius == "volume" else u) * self.eps
-            delta = (direction * radius).reshape(x.shape)
-        elif self.norm == "l1":
-            # Uniform in the l1 ball: normalized exponentials with one slack coordinate, random signs.
-            e = -torch.log(torch.rand(n, flat_dim + 1, **kw).clamp_min(1e-30))
-            mags = (e / e.sum(dim=1, keepdim=True))[:, :flat_dim]
-            signs = torch.rand(n, flat_dim, **kw).lt(0.5).to(x.dtype) * 2 - 1
-            scale = self.eps if radius == "volume" else self.eps * torch.rand(n, 1, **kw)
-            delta = (mags / (mags.sum(dim=1, keepdim=True) + _TINY) * scale * signs
-                     if radius == "uniform" else mags * signs * self.eps).reshape(x.shape)
-        else:
-            k = min(int(self.eps), flat_dim)
-            scores = torch.rand(n, flat_dim, **kw)
-            idx = scores.topk(k, dim=1).indices if k > 0 else scores[:, :0].long()
-            lo, hi = self.bounds
-            values = lo + (hi - lo) * torch.rand(n, flat_dim, **kw)
-            mask = torch.zeros(n, flat_dim, dtype=torch.bool, device=x.device).scatter_(1, idx, True)
-            delta = torch.where(mask, values - x.reshape(n, -1), torch.zeros_like(values)).reshape(x.shape)
-        return self.project(x, x + delta)
+        return self.project(x, x + self.geometry.random_delta(x, self.eps, self.bounds, kw, radius))
 
     def __str__(self) -> str:
         return f"{self.norm}(eps={self.eps:g}, bounds=[{self.bounds[0]:g}, {self.bounds[1]:g}])"

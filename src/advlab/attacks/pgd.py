@@ -119,6 +119,12 @@ class PGD(Attack):
         self.skip_adversarial = self.early_stop
         self.l1_topk = fraction("l1_topk", l1_topk, include_one=True)
 
+    def _step(self, grad: Tensor, size: Tensor | float) -> Tensor:
+        """The threat model's steepest-ascent step; l1 moves PGD's own share `l1_topk` of coordinates."""
+        if self.threat.norm == "l1":
+            return self.threat.geometry.step(grad, size, topk=self.l1_topk)
+        return self.threat.step(grad, size)
+
     def _run(self, probe: ModelProbe, x: Tensor, y: Tensor, targets: Tensor | None,
              gen: torch.Generator) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         best = BestIterate(x)
@@ -154,7 +160,7 @@ class PGD(Attack):
             if lo is not None:
                 cur = torch.clamp(cur.add(grad.sign(), alpha=size), lo, hi)
             else:
-                cur = self.threat.project(xs, cur + self.threat.step(grad, size, l1_topk=self.l1_topk))
+                cur = self.threat.project(xs, cur + self._step(grad, size))
 
 
 class BIM(PGD):
