@@ -144,9 +144,11 @@ class StreamState:
 
 
 def attack_chunk(model: nn.Module, attacks: Sequence[Attack], threat: ThreatModel, x: Tensor, y: Tensor,
-                 piece: int, keep_adversarials: bool) -> tuple[ChunkOutcome, int]:
-    """The whole suite on one chunk: each attack on the points still robust, worst case per point."""
-    clean = predict(model, x)
+                 piece: int, keep_adversarials: bool, draws: int = 1) -> tuple[ChunkOutcome, int]:
+    """The whole suite on one chunk: each attack on the points still robust, worst case per point
+    (a randomized model, draws > 1, judged by its prediction averaged over that many passes)."""
+    from .autoattack import mean_probabilities
+    clean = mean_probabilities(model, x, draws)
     check_label_range(y, clean.shape[1])
     correct = (clean.argmax(1) == y).cpu()
     robust, n = correct.clone(), y.shape[0]
@@ -157,8 +159,9 @@ def attack_chunk(model: nn.Module, attacks: Sequence[Attack], threat: ThreatMode
         idx = robust.nonzero().squeeze(1)
         if not idx.numel():
             continue
-        res, piece = attack_in_pieces(attack, model, x[idx.to(x.device)], y[idx.to(y.device)], piece)
-        broken = res.success.cpu()
+        yi = y[idx.to(y.device)]
+        res, piece = attack_in_pieces(attack, model, x[idx.to(x.device)], yi, piece)
+        broken = (res.success if draws == 1 else mean_probabilities(model, res.x_adv, draws).argmax(1) != yi).cpu()
         hit = idx[broken]
         robust[hit], broken_by[hit] = False, ai
         norms[hit] = res.norms.detach().float().cpu()[broken]
@@ -198,7 +201,8 @@ def evaluate_stream(model: nn.Module, stream: Iterable[Any], threat: ThreatModel
         raise InputError("a streamed evaluation keeps adversarial examples on disk: pass state_path (a directory)")
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
-    attacks = build_suite(suite, threat, seed)
+    attacks = build_suite(suite, threat, seed)   # re-chosen on the first batch (auto, fast, randomized models)
+    suite_name, notes, draws = None, [], 1
     rank, world = dist_world()
     reference_model = model
     path, fast_model, state, piece = None, model, None, batch_size
@@ -212,7 +216,7 @@ def evaluate_stream(model: nn.Module, stream: Iterable[Any], threat: ThreatModel
         mine = None
         if rank < len(xs):
             mine, piece = attack_chunk(fast_model, attacks, threat, xs[rank].to(dev), ys[rank].to(dev), piece,
-                                       keep_adversarials)
+                                       keep_adversarials, draws)
         rows = max(int(x.shape[0]) for x in xs)
         round_outcomes = _gather(mine, rows, len(attacks), keep_adversarials, xs[0])[:len(xs)] if world > 1 \
             else [mine]
@@ -251,6 +255,9 @@ def evaluate_stream(model: nn.Module, stream: Iterable[Any], threat: ThreatModel
             dev = torch.device(device) if device is not None else x.device
             path = resolve_accel(accel, dev)
             fast_model = accelerate(model, path)
+            from .autoattack import choose_suite
+            attacks, suite_name, notes, draws = choose_suite(suite, model, x, check_labels(y, x.shape[0], x.device),
+                                                             threat, seed, dev, checks)
             fp = evaluation_fingerprint(reference_model, None, None, threat, attacks, seed, path.describe())
             fp["keep_adversarials"] = str(bool(keep_adversarials))
             state = StreamState(state_path, fp, writer=rank == 0)
@@ -280,7 +287,9 @@ def evaluate_stream(model: nn.Module, stream: Iterable[Any], threat: ThreatModel
         finish_round(xs, ys, shas)
     bar.close()
     state.save_manifest()
-    return _result(threat, attacks, state, outcomes, seed, checks, keep_adversarials)
+    result = _result(threat, attacks, state, outcomes, seed, checks, keep_adversarials, notes)
+    result.suite, result.judge_draws = suite_name, draws
+    return result
 
 
 def _strip_adversarials(outcome: ChunkOutcome) -> ChunkOutcome:
@@ -288,12 +297,12 @@ def _strip_adversarials(outcome: ChunkOutcome) -> ChunkOutcome:
 
 
 def _result(threat: ThreatModel, attacks: Sequence[Attack], state: StreamState, outcomes: list[ChunkOutcome],
-            seed: int, checks: bool, keep_adversarials: bool) -> RobustnessResult:
+            seed: int, checks: bool, keep_adversarials: bool, notes: list[str]) -> RobustnessResult:
     cat = lambda name: torch.cat([getattr(o, name) for o in outcomes])  # noqa: E731
     broken_by = cat("broken_by")
     costs = torch.stack([o.costs for o in outcomes]).sum(0)
     stats = [AttackStats(a.name, *[int(v) for v in row[:4].tolist()], float(row[4])) for a, row in zip(attacks, costs)]
-    flags = list(state.flags)
+    flags = notes + list(state.flags)
     accel_info = state.accel
     if accel_info is not None and "within_tolerance" in accel_info and not accel_info["within_tolerance"]:
         flags.append(f"fast path: {attacks[0].name} robust accuracy {accel_info['fast']:.4f} on the fast path vs "
