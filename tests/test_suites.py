@@ -131,3 +131,15 @@ def test_targeted_fab_and_apgd_t_keep_untargeted_success():
         r = attack(model, x, y)
         with torch.no_grad():
             assert torch.equal(r.success, model(r.x_adv).argmax(1) != y)
+
+
+def test_accuracy_curve_takes_a_min_norm_attack_per_norm():
+    from advlab.evaluation import robust_accuracy_curve
+    model, x, y = problem()
+    l1 = robust_accuracy_curve(model, (x, y), "l1", [0.0, 0.5, 2.0], steps=20)
+    assert l1[0][1] == 1.0 and l1[0][1] >= l1[1][1] >= l1[2][1]
+    fab = robust_accuracy_curve(model, (x, y), "l2", [0.0, 0.3], steps=20, attack="fab")
+    deepfool = robust_accuracy_curve(model, (x, y), "l2", [0.0, 0.3], steps=20)
+    assert abs(fab[1][1] - deepfool[1][1]) <= 0.1
+    with pytest.raises(Exception, match="unknown minimum-norm attack"):
+        robust_accuracy_curve(model, (x, y), "l2", [0.1], attack="cw")

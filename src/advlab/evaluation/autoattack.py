@@ -22,7 +22,7 @@ from ..attacks.base import check_label_range, check_labels, check_model_dtype
 from ..distributed import all_gather_padded, all_reduce_sum
 from ..distributed import world as dist_world
 from ..errors import InputError
-from ..threat import ThreatModel
+from ..threat import ThreatModel, canonical_norm
 from .checks import (GradientMaskingWarning, check_black_box_beats_white_box, check_model_outputs,
                      check_zero_gradients)
 from .memory import attack_in_pieces, map_in_pieces
@@ -274,26 +274,32 @@ def _input_checks(model: nn.Module, x: Tensor, y: Tensor, clean: Tensor, dev: to
 
 def robust_accuracy_curve(model: nn.Module, data: tuple[Tensor, Tensor] | Iterable[Any], norm: str,
                           eps_grid: Sequence[float], *, bounds: tuple[float, float] = (0.0, 1.0),
-                          batch_size: int = 500, steps: int = 50, seed: int = 0) -> list[tuple[float, float]]:
-    """Accuracy versus eps from one minimal-norm (DeepFool) run: an upper bound on robust accuracy
-    at every eps at once (cheap, for plots; use evaluate_robustness for the reported number).
+                          batch_size: int = 500, steps: int = 50, seed: int = 0,
+                          attack: str = "auto") -> list[tuple[float, float]]:
+    """Accuracy versus eps from one minimum-norm attack run (attacks.MinNormAttack): an upper bound on
+    robust accuracy at every eps at once (cheap, for plots; use evaluate_robustness for the reported
+    number). attack: 'deepfool', 'fab', or 'auto' (DeepFool for linf / l2, FAB for l1).
     data: (x, y) tensors, attacked batch_size at a time, or a DataLoader / iterable of (x, y) batches."""
-    from ..attacks import DeepFool
+    from ..attacks import FAB, DeepFool
     from ..data.pairs import iter_pairs
     from .metrics import accuracy_vs_eps
     from .streaming import is_batch_stream
+    kinds = {"deepfool": DeepFool, "fab": FAB}
+    choice = ("fab" if canonical_norm(norm) == "l1" else "deepfool") if attack == "auto" else attack
+    if choice not in kinds:
+        raise InputError(f"unknown minimum-norm attack {attack!r}; use auto, deepfool or fab")
     if is_batch_stream(data):
         chunks = iter_pairs(data)
     else:
         x, y = data
         chunks = ((x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, x.shape[0], batch_size))
-    attack, norms = None, []
+    runner, norms = None, []
     for xb, yb in chunks:
-        if attack is None:
+        if runner is None:
             box = ThreatModel(norm, 0.0, bounds)
             threat = box.with_eps(min(max(eps_grid), box.max_distance(xb[0].numel())))  # never reached beyond
-            attack = DeepFool(threat, steps=steps, seed=seed)
-        r = attack(model, xb, yb)
+            runner = kinds[choice](threat, steps=steps, seed=seed)
+        r = runner(model, xb, yb)
         norms.append(r.min_norm.cpu())
     if not norms:
         raise InputError("robust_accuracy_curve got no data (an empty loader?)")

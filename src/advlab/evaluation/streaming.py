@@ -28,7 +28,6 @@ from ..progress import progress_bar, progress_enabled
 from ..threat import ThreatModel
 from .checks import GradientMaskingWarning, check_black_box_beats_white_box
 from .memory import attack_in_pieces
-from .metrics import predict
 from .result import AttackStats, RobustnessResult
 from .state import StaleStateError, evaluation_fingerprint, fingerprint_differences
 from .suites import build_suite

@@ -264,7 +264,7 @@ def evaluate(spec: ExperimentSpec, model: torch.nn.Module, test: ArrayDataset, r
         samples["robust"] = res.robust.numpy()
         samples["broken_by"] = res.broken_by.numpy()
         log(f"[{spec.name}] worst case ({e.suite} suite, {threat}): robust accuracy {res.robust_accuracy:.2%}")
-    if e.threat is not None and e.threat.norm in ("linf", "l2") and e.curve_samples:
+    if e.threat is not None and e.threat.norm in ("linf", "l2", "l1") and e.curve_samples:
         out["curve"] = accuracy_curve(model, x[:e.curve_samples], y[:e.curve_samples], threat_of(e.threat),
                                       e.batch_size, spec.seed)
     run.write_samples(samples)
@@ -273,13 +273,15 @@ def evaluate(spec: ExperimentSpec, model: torch.nn.Module, test: ArrayDataset, r
 
 def accuracy_curve(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
                    batch_size: int, seed: int) -> dict[str, Any]:
-    """Accuracy at 0, eps/4, ..., 2 eps from one minimal-norm (DeepFool) run: an upper bound at each eps."""
+    """Accuracy at 0, eps/4, ..., 2 eps from one minimum-norm run (DeepFool; FAB for l1): an upper bound
+    at each eps."""
     from ..evaluation import robust_accuracy_curve
     grid = [threat.eps * k / 4 for k in range(9)]
     curve = robust_accuracy_curve(model, (x, y), threat.norm, grid, bounds=threat.bounds, batch_size=batch_size,
                                   seed=seed)
     return {"norm": threat.norm, "eps": [e for e, _ in curve], "accuracy": [a for _, a in curve],
-            "n": int(y.shape[0]), "attack": "DeepFool (minimal norm, 50 steps)"}
+            "n": int(y.shape[0]),
+            "attack": f"{'FAB' if threat.norm == 'l1' else 'DeepFool'} (minimum norm, 50 steps)"}
 
 
 def load_run_model(run_path: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, ExperimentSpec]:

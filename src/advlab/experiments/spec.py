@@ -116,7 +116,7 @@ class EvalSpec(_Strict):
     samples: int | None = Field(default=None, gt=0)
     batch_size: int = Field(default=500, gt=0)
     accel: Literal["off", "auto", "on"] = "off"   # fast path for the worst-case suite, checked against fp32
-    curve_samples: int = Field(default=200, ge=0)  # accuracy vs eps (DeepFool, linf/l2) on this many points; 0 = off
+    curve_samples: int = Field(default=200, ge=0)  # accuracy vs eps (DeepFool; FAB for l1) on this many points; 0 = off
 
     @field_validator("suite")
     @classmethod
