@@ -109,10 +109,20 @@ def test_analyze_cli_on_a_run(mnist_cache, tmp_path):
 
 @pytest.mark.parametrize("paper", ["goodfellow2015", "kumano2024"])
 @pytest.mark.parametrize("budget", ["standard", "standard-bn", "standard-mlp", "standard-mlp-sgd"])
-def test_wen_only_budgets_are_refused_elsewhere(paper, budget, tmp_path):
+def test_other_papers_refuse_wen_budgets(paper, budget, tmp_path):
     res = CliRunner().invoke(main, ["reproduce", paper, "--budget", budget, "--out", str(tmp_path / "r")])
-    assert res.exit_code == 2 and "exists for wen2020 only" in res.output
+    assert res.exit_code == 2 and f"{paper} on mnist has budgets quick, full, tiny, not '{budget}'" in res.output
     assert not (tmp_path / "r").exists()
+
+
+def test_reproductions_are_one_registry():
+    """advlab reproduce reads the registry: each paper is one module with its budgets and datasets."""
+    from advlab.experiments.reproductions.registry import reproduction, reproductions
+    table = reproductions()
+    assert list(table) == ["goodfellow2015", "wen2020", "kumano2024"]
+    assert "standard-bn" in table["wen2020"].budgets("mnist") and table["goodfellow2015"].datasets == ("mnist",)
+    with pytest.raises(Exception, match="unknown reproduction 'x'"):
+        reproduction("x")
 
 
 def test_every_wen_budget_is_a_cli_choice():

@@ -445,58 +445,60 @@ def runs_cmd(root: Path) -> None:
         click.echo(f"{r['run']:<45} clean {clean}{', ' + rob if rob else ''}{wc}{stale}")
 
 
-def _reproduction(paper: str):
-    from .experiments.reproductions import goodfellow2015, kumano2024, wen2020
-    return {"goodfellow2015": (goodfellow2015.run_goodfellow2015, goodfellow2015.write_goodfellow_report),
-            "wen2020": (wen2020.run_wen2020, wen2020.write_wen_report),
-            "kumano2024": (kumano2024.run_kumano2024, kumano2024.write_kumano_report)}[paper]
+def _reproduction_names() -> list[str]:
+    from .experiments.reproductions.registry import reproductions
+    return list(reproductions())
 
 
-PAPERS = ("goodfellow2015", "wen2020", "kumano2024")
-# every paper has quick, full and tiny; the standard* budgets are wen2020's extra MNIST settings
-BUDGETS = ("quick", "standard", "standard-bn", "standard-mlp", "standard-resnet", "standard-bn-sgd",
-           "standard-mlp-sgd", "standard-resnet-sgd", "full", "tiny")
+def _budget_names() -> list[str]:
+    from .experiments.reproductions.registry import reproductions
+    names: list[str] = []
+    for r in reproductions().values():
+        for dataset in r.datasets:
+            names += [b for b in r.budgets(dataset) if b not in names]
+    return names
+
+
+def _dataset_names() -> list[str]:
+    from .experiments.reproductions.registry import reproductions
+    names: list[str] = []
+    for r in reproductions().values():
+        names += [d for d in r.datasets if d not in names]
+    return names
 
 
 @main.command("reproduce")
-@click.argument("paper", type=click.Choice(list(PAPERS)))
-@click.option("--budget", type=click.Choice(list(BUDGETS)), default="quick", show_default=True,
-              help="quick: minutes on a CPU; standard (wen2020): ~25 min on a CPU; standard-bn / standard-mlp "
-              "/ standard-resnet (wen2020): the same on the CNN with BatchNorm / an MLP / a small ResNet; "
-              "*-sgd: those with the paper's SGD and weight decay; full: the paper's recipe (GPU advised); "
-              "tiny: a smoke test.")
+@click.argument("paper", type=click.Choice(_reproduction_names()))
+@click.option("--budget", default="quick", show_default=True,
+              help="quick: minutes on a CPU; full: the paper's recipe; tiny: a smoke test; a paper may have "
+              "more (wen2020: standard, standard-bn, standard-mlp, standard-resnet and their -sgd variants). "
+              f"All: {', '.join(_budget_names())}.")
 @click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
               help="Independent repetitions (mean ± std).")
 @click.option("--device", default="auto", show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory (reused to resume).")
-@click.option("--dataset", type=click.Choice(["mnist", "fashion_mnist", "cifar10"]), default="mnist",
-              show_default=True, help="kumano2024 and wen2020 (CIFAR-10: PreActResNet-18, eps in units of 1/255); "
-              "Fashion-MNIST / CIFAR-10 need their files locally (ADVLAB_CIFAR10 or the cache).")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Run directory (run again with the same --out to resume; finished parts are kept).")
+@click.option("--dataset", type=click.Choice(_dataset_names()), default="mnist", show_default=True,
+              help="For papers that run on several (kumano2024, wen2020; CIFAR-10: PreActResNet-18, eps in units "
+              "of 1/255). Fashion-MNIST / CIFAR-10 need their files locally (ADVLAB_CIFAR10 or the cache).")
 def reproduce_cmd(paper: str, budget: str, seeds: int, device: str, out: Path | None, dataset: str) -> None:
     """Reproduce a paper's experiments (on MNIST unless --dataset says otherwise) and write
     results.json and a report."""
     from .device import resolve_device
-    run, report = _reproduction(paper)
-    if budget.startswith("standard") and paper != "wen2020":
-        raise click.UsageError(f"budget {budget!r} exists for wen2020 only; {paper} has quick, full and tiny")
-    if dataset != "mnist" and paper == "goodfellow2015":
-        raise click.UsageError("--dataset applies to kumano2024 and wen2020; goodfellow2015 runs on MNIST")
-    if paper == "wen2020":
-        from .errors import AdvlabError
-        from .experiments.reproductions.wen2020 import wen_budget
-        try:
-            wen_budget(budget, dataset)
-        except AdvlabError as e:
-            raise click.UsageError(str(e)) from None
+    from .experiments.report import verdict_summary
+    from .experiments.reproductions.registry import ReproductionError, reproduction
+    repro = reproduction(paper)
+    try:
+        repro.check(budget, dataset)
+    except ReproductionError as e:
+        raise click.UsageError(str(e)) from None
     suffix = "" if dataset == "mnist" else f"-{dataset}"
     out = out or Path("runs") / f"{paper}-{budget}{suffix}"
-    extra = {"dataset": dataset} if paper != "goodfellow2015" else {}
-    run(out, budget, seeds, str(resolve_device(device)), log=click.echo, **extra)
-    md, html_path = report(out)
+    repro(out, budget, seeds, str(resolve_device(device)), log=click.echo, dataset=dataset)
+    md, html_path = repro.report(out)
     table = md.read_text().split("## Paper vs advlab")[1].split("\n## ")[0].strip().splitlines()
     click.echo("\n".join(line for line in table if not line.startswith("**")))
     click.echo(f"wrote {md} and {html_path}")
-    from .experiments.report import verdict_summary
     click.echo(verdict_summary(json.loads((out / "results.json").read_text())["rows"]) + ".")
 
 
@@ -516,7 +518,7 @@ def report_cmd(run_dirs: tuple[Path, ...], compare_md: Path | None) -> None:
             paper = json.loads(results.read_text()).get("paper") if results.is_file() else None
         except json.JSONDecodeError as e:
             raise RunDirError(f"{results} is not valid JSON ({e})") from None
-        if paper in PAPERS:
+        if paper in _reproduction_names():
             kinds.append(paper)
         elif results.is_file() and (run_dir / "config.toml").is_file():
             kinds.append("run")
@@ -525,7 +527,11 @@ def report_cmd(run_dirs: tuple[Path, ...], compare_md: Path | None) -> None:
     if compare_md is not None and set(kinds) != {"wen2020"}:
         raise click.UsageError("--compare takes wen2020 runs only")
     for run_dir, kind in zip(run_dirs, kinds):
-        md, html_path = write_run_report(run_dir) if kind == "run" else _reproduction(kind)[1](run_dir)
+        if kind == "run":
+            md, html_path = write_run_report(run_dir)
+        else:
+            from .experiments.reproductions.registry import reproduction
+            md, html_path = reproduction(kind).report(run_dir)
         click.echo(f"wrote {md} and {html_path}")
     if compare_md is not None:
         from .experiments.reproductions.wen2020 import compare_settings

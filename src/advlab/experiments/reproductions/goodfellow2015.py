@@ -17,13 +17,15 @@ import torch
 from torch import Tensor, nn
 
 from . import provenance
+from .cache import train_or_load
+from .registry import Reproduction, register
 from ...attacks import FGSM, PGD
 from ...data import ArrayDataset, load_mnist
 from ...evaluation import evaluate_robustness, predict
 from ...io import atomic_write_bytes, atomic_write_json
 from ...models import build_model
 from ...threat import ThreatModel
-from ...training import Trainer, TrainConfig, build_objective, save_checkpoint
+from ...training import Trainer, TrainConfig, build_objective
 
 EPS = 0.25
 CURVE_EPS = [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3]
@@ -106,23 +108,19 @@ def model_plan(b: Budget) -> dict[str, dict[str, Any]]:
 
 def _train(name: str, spec: dict[str, Any], train: ArrayDataset, seed: int, out: Path,
            log: Callable[[str], None]) -> tuple[nn.Module, dict[str, Any]]:
-    torch.manual_seed(seed)
-    model = build_model(spec["model"][0], **spec["model"][1]).to(train.x.device)
-    path = out / "models" / f"{name}-seed{seed}.safetensors"
-    if path.exists():  # a rerun resumes: models already trained are loaded with their recorded info
-        from ...training import load_checkpoint
-        progress, _ = load_checkpoint(path, model, restore_rng=False)
-        return model.eval(), {**{k: v for k, v in progress.items() if k not in ("name", "seed")}, "cached": True}
-    threat = ThreatModel(**spec["threat"])
-    objective = build_objective(spec["objective"][0], threat, **spec["objective"][1])
-    cfg = spec["cfg"](seed)
-    t0 = time.perf_counter()
-    res = Trainer(model, objective, cfg).fit(train.x, train.y)
-    info = {"seconds": time.perf_counter() - t0, "final_train_loss": res.history[-1]["train_loss"],
-            "epochs": cfg.epochs, "objective": objective.describe()}
-    save_checkpoint(path, model, None, {"name": name, "seed": seed, **info})
-    log(f"  trained {name} (seed {seed}) in {info['seconds']:.0f}s, loss {info['final_train_loss']:.4f}")
-    return model.eval(), info
+    def build() -> nn.Module:
+        torch.manual_seed(seed)
+        return build_model(spec["model"][0], **spec["model"][1]).to(train.x.device)
+
+    def fit(model: nn.Module) -> dict[str, Any]:
+        objective = build_objective(spec["objective"][0], ThreatModel(**spec["threat"]), **spec["objective"][1])
+        cfg = spec["cfg"](seed)
+        res = Trainer(model, objective, cfg).fit(train.x, train.y)
+        return {"seconds": res.seconds, "final_train_loss": res.history[-1]["train_loss"], "epochs": cfg.epochs,
+                "objective": objective.describe()}
+
+    model, info = train_or_load(out, f"{name}-seed{seed}", build, fit, log)
+    return model, {k: v for k, v in info.items() if k not in ("name", "seed")}
 
 
 def _fgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float) -> Tensor:
@@ -204,7 +202,7 @@ def _agg(values: list[Any]) -> dict[str, Any] | None:
 
 
 def run_goodfellow2015(out: Path, budget: str = "quick", seeds: int = 1, device: str = "cpu",
-                       log: Callable[[str], None] = print) -> dict[str, Any]:
+                       log: Callable[[str], None] = print, dataset: str = "mnist") -> dict[str, Any]:
     b = BUDGETS[budget]
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -457,3 +455,7 @@ def write_goodfellow_report(run_dir: Path) -> tuple[Path, Path]:
                                       weights)}
     return write_report(run_dir, "Goodfellow et al. 2015 reproduced with advlab", intro, r["rows"], sections,
                         figures, provenance, setting=setting)
+
+
+register(Reproduction("goodfellow2015", "Goodfellow, Shlens, Szegedy 2015: Explaining and Harnessing Adversarial "
+                      "Examples", run_goodfellow2015, write_goodfellow_report, lambda dataset: tuple(BUDGETS)))

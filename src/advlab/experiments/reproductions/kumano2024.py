@@ -19,6 +19,8 @@ import numpy as np
 import torch
 
 from . import provenance
+from .cache import cached_cell, model_path, train_or_load
+from .registry import Reproduction, register
 from ...analysis import spearman
 from ...data import ArrayDataset, load_dataset
 from ...evaluation import accuracy
@@ -27,7 +29,7 @@ from ...models import build_model
 from ...perturbation_learning import (SCENARIOS, PerturbationBudget, PerturbationDataset, SyntheticConfig,
                                       build_perturbation_dataset, noise_control, paper_budget, synthetic_sweep,
                                       train_and_test, unperturbed_control)
-from ...training import Standard, Trainer, TrainConfig, load_weights, save_checkpoint
+from ...training import Standard, Trainer, TrainConfig
 
 NORMS = ("l0", "l2", "linf")
 
@@ -87,15 +89,18 @@ def _budget_for(dataset: str, norm: str, b: KumanoBudget) -> PerturbationBudget:
 
 def _source(b: KumanoBudget, dataset: str, train: ArrayDataset, test: ArrayDataset, seed: int, out: Path,
             log: Callable[[str], None]) -> tuple[torch.nn.Module, dict[str, Any]]:
-    path = out / "models" / f"source-seed{seed}.safetensors"
-    torch.manual_seed(seed)
-    model = build_model(_model_name(dataset, b)).to(train.x.device)
-    if not path.exists():
+    def build() -> torch.nn.Module:
+        torch.manual_seed(seed)
+        return build_model(_model_name(dataset, b)).to(train.x.device)
+
+    def fit(model: torch.nn.Module) -> dict[str, Any]:
         res = Trainer(model, Standard(), _config(b, b.source_epochs, seed)).fit(train.x, train.y)
-        save_checkpoint(path, model, None, {"role": "source", "seed": seed})
-        log(f"  source {_model_name(dataset, b)} trained in {res.seconds:.0f}s")
-    load_weights(path, model).eval().requires_grad_(False)
-    return model, {"test_acc": accuracy(model, test.x, test.y), "sha256": sha256_file(path)}
+        return {"role": "source", "seed": seed, "seconds": res.seconds}
+
+    model, _ = train_or_load(out, f"source-seed{seed}", build, fit, log)
+    model.requires_grad_(False)
+    return model, {"test_acc": accuracy(model, test.x, test.y),
+                   "sha256": sha256_file(model_path(out, f"source-seed{seed}"))}
 
 
 def _model_name(dataset: str, b: KumanoBudget) -> str:
@@ -103,15 +108,6 @@ def _model_name(dataset: str, b: KumanoBudget) -> str:
     if dataset != "cifar10":
         return b.model
     return "wrn28_10" if b.model == "small_resnet" else "preact_resnet18"
-
-
-def _cell(out: Path, key: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    path = out / "cells" / f"{key}.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    value = compute()
-    atomic_write_json(path, value)
-    return value
 
 
 @dataclass
@@ -175,7 +171,7 @@ def _seed_cells(ctx: _SeedContext, log: Callable[[str], None]) -> list[dict[str,
     bar = progress_bar(len(ctx.b.scenarios) * len(ctx.b.norms), f"kumano2024 cells (seed {ctx.seed})", unit="cell")
     for scenario in ctx.b.scenarios:
         for norm in ctx.b.norms:
-            c = _cell(ctx.out, f"{scenario}-{norm}-seed{ctx.seed}",
+            c = cached_cell(ctx.out, f"{scenario}-{norm}-seed{ctx.seed}",
                       lambda s=scenario, n=norm: _perturbation_cell(ctx, s, n))
             cells.append(c)
             bar.update(1)
@@ -183,11 +179,11 @@ def _seed_cells(ctx: _SeedContext, log: Callable[[str], None]) -> list[dict[str,
                 f"{c['last_acc']:.2%} / best {c['best_acc']:.2%}, agreement with source {c['agreement']:.2%}")
     bar.close()
     for scenario in [s for s in ctx.b.scenarios if s != "uniform"]:
-        c = _cell(ctx.out, f"{scenario}-none-seed{ctx.seed}", lambda s=scenario: _unperturbed_cell(ctx, s))
+        c = cached_cell(ctx.out, f"{scenario}-none-seed{ctx.seed}", lambda s=scenario: _unperturbed_cell(ctx, s))
         cells.append(c)
         log(f"  {scenario:12s} none: control without perturbation {c['last_acc']:.2%}")
     if "uniform" in ctx.b.scenarios:
-        c = _cell(ctx.out, f"uniform-none-seed{ctx.seed}", lambda: _noise_cell(ctx))
+        c = cached_cell(ctx.out, f"uniform-none-seed{ctx.seed}", lambda: _noise_cell(ctx))
         cells.append(c)
         log(f"  uniform      none: noise with random labels {c['last_acc']:.2%}")
     return cells
@@ -213,7 +209,7 @@ def run_kumano2024(out: Path, budget: str = "quick", seeds: int = 1, device: str
                            build, device)
         cells += _seed_cells(ctx, log)
 
-    synthetic = _cell(out, "synthetic", lambda: run_synthetic_sweeps(b, device, log))
+    synthetic = cached_cell(out, "synthetic", lambda: run_synthetic_sweeps(b, device, log))
     results = {"paper": "kumano2024", "dataset": dataset, "budget": budget, "budget_settings": asdict(b),
                "seeds": seeds, "seconds": time.perf_counter() - t0, **provenance(device), "sources": sources,
                "cells": cells, "synthetic": synthetic}
@@ -420,3 +416,8 @@ def write_kumano_report(run_dir: Path) -> tuple[Path, Path]:
                                             "and norm, titled true label -> target label.", examples)},
                         {k: r[k] for k in ("dataset", "budget", "budget_settings", "seeds", "seconds", "command",
                                            "versions", "hardware", "sources")}, setting=setting)
+
+
+register(Reproduction("kumano2024", "Kumano, Kera, Yamasaki 2024: Theoretical Understanding of Learning from "
+                      "Adversarial Perturbations", run_kumano2024, write_kumano_report,
+                      lambda dataset: tuple(KUMANO_BUDGETS), datasets=("mnist", "fashion_mnist", "cifar10")))

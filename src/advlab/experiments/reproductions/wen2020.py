@@ -14,6 +14,8 @@ import numpy as np
 import torch
 
 from . import provenance
+from .cache import train_or_load
+from .registry import Reproduction, register
 from ...analysis import epoch_diagnostics, layer_spectra, margin_report, smoothness, spearman
 from ...attacks import PGD
 from ...data import ArrayDataset, load_dataset, load_mnist
@@ -22,7 +24,7 @@ from ...evaluation import predict
 from ...io import atomic_write_json
 from ...models import build_model
 from ...threat import ThreatModel
-from ...training import Trainer, TrainConfig, build_objective, load_weights, save_checkpoint
+from ...training import Trainer, TrainConfig, build_objective
 
 
 @dataclass(frozen=True)
@@ -127,23 +129,24 @@ def _wen_data(dataset: str, b: WenBudget, device: str):
 
 
 def _train_one(eps: float, b: WenBudget, train, val, seed: int, out: Path, log: Callable[[str], None]):
-    torch.manual_seed(seed)
-    model = build_model(b.model, **dict(b.model_args)).to(train.x.device)
-    path = out / "models" / f"eps{eps:g}-seed{seed}.safetensors"
-    if path.exists():
-        return load_weights(path, model).eval(), []
-    th = ThreatModel("linf", max(eps, 1e-12))
-    objective = (build_objective("standard") if eps == 0 else
-                 build_objective("pgd_at", th, steps=b.pgd_steps, step_size=2.5 * eps / b.pgd_steps))
-    cfg = TrainConfig(epochs=b.epochs, batch_size=b.batch_size, optimizer=b.optimizer, lr=b.lr, momentum=b.momentum,
-                      weight_decay=b.weight_decay, seed=seed, schedule=b.schedule, accel=b.accel,
-                      eps_ramp_epochs=b.eps_ramp_epochs if eps > 0 else 0.0)
-    history: list[dict] = []
-    diag = epoch_diagnostics(model, val.x[:500], val.y[:500])
-    res = Trainer(model, objective, cfg, callbacks=[diag, history.append]).fit(train.x, train.y, val.x, val.y)
-    save_checkpoint(path, model, None, {"eps": eps, "seed": seed})
-    log(f"  trained eps={eps:g} (seed {seed}) in {res.seconds:.0f}s")
-    return model.eval(), history
+    def build() -> torch.nn.Module:
+        torch.manual_seed(seed)
+        return build_model(b.model, **dict(b.model_args)).to(train.x.device)
+
+    def fit(model: torch.nn.Module) -> dict[str, Any]:
+        th = ThreatModel("linf", max(eps, 1e-12))
+        objective = (build_objective("standard") if eps == 0 else
+                     build_objective("pgd_at", th, steps=b.pgd_steps, step_size=2.5 * eps / b.pgd_steps))
+        cfg = TrainConfig(epochs=b.epochs, batch_size=b.batch_size, optimizer=b.optimizer, lr=b.lr,
+                          momentum=b.momentum, weight_decay=b.weight_decay, seed=seed, schedule=b.schedule,
+                          accel=b.accel, eps_ramp_epochs=b.eps_ramp_epochs if eps > 0 else 0.0)
+        history: list[dict] = []
+        diag = epoch_diagnostics(model, val.x[:500], val.y[:500])
+        res = Trainer(model, objective, cfg, callbacks=[diag, history.append]).fit(train.x, train.y, val.x, val.y)
+        return {"eps": eps, "seed": seed, "seconds": res.seconds, "history": history}
+
+    model, info = train_or_load(out, f"eps{eps:g}-seed{seed}", build, fit, log)
+    return model, info.get("history", [])   # a model trained before histories were kept: []
 
 
 def _measure(model, eps: float, train, test, seed: int, ref_eps: float = 0.1) -> dict[str, Any]:
@@ -439,3 +442,9 @@ def compare_settings(run_dirs: list[Path]) -> str:
             f"{_kind_cell(w3, 'conv')} | {_kind_cell(w3, 'dense')} | {f['W4']['test_confidence']:.2f} | "
             f"{_pct(_adversarial_ratio_falls(f))} |")
     return "\n".join(lines) + "\n"
+
+
+register(Reproduction("wen2020", "Wen, Li, Jia 2020: Towards Understanding the Regularization of Adversarial "
+                      "Robustness on Neural Networks", run_wen2020, write_wen_report,
+                      lambda dataset: tuple(WEN_CIFAR10_BUDGETS if dataset == "cifar10" else WEN_BUDGETS),
+                      datasets=WEN_DATASETS))
