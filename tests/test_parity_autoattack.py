@@ -89,8 +89,10 @@ def test_projections_equal_the_reference():
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2", "l1"])
-def test_fab_t_within_one_point_of_the_reference(mnist_mlp, norm):
+@pytest.mark.parametrize("scaled", [False, True])
+def test_fab_t_within_one_point_of_the_reference(mnist_mlp, norm, scaled):
     model, x, y = mnist_mlp
+    model = Scaled(model) if scaled else model
     x, y = x[:N], y[:N]
     ours = FABT(ThreatModel(norm, EPS[norm]), steps=100, n_target_classes=9, early_stop=True)(model, x, y)
     ref = reference(model, norm, EPS[norm], x, y, version="custom", attacks=["fab-t"],
@@ -123,11 +125,12 @@ def test_fast_is_not_above_the_reference_standard_on_masked_models(mnist_mlp, ma
     assert ours.robust_accuracy <= ref_acc + 0.005, (ours.robust_accuracy, ref_acc)
 
 
-def test_rand_on_a_noisy_model_within_one_point_of_the_reference(mnist_mlp):
+@pytest.mark.parametrize("scaled", [False, True])
+def test_rand_on_a_noisy_model_within_one_point_of_the_reference(mnist_mlp, scaled):
     """Both sides judged alike: by the prediction averaged over 10 draws (one noisy pass is a coin
     toss near the boundary; advlab reports the averaged judgement and says how many draws)."""
     model, x, y = mnist_mlp
-    noisy = GaussianInput(model).eval()
+    noisy = GaussianInput(Scaled(model) if scaled else model).eval()
     x, y = x[:N], y[:N]
     torch.manual_seed(0)
     with pytest.warns(UserWarning, match="randomized"):
