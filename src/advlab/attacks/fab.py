@@ -109,9 +109,9 @@ class FAB(MinNormAttack):
             new = self.threat.clip((xa + self.eta * d1) * (1 - alpha) + (x0a + self.eta * d2) * alpha)
             adv = probe.logits(new).argmax(1) != ya
             dist = flat_norm(new - x0a, norm)
-            better = adv & (dist < best_norm[active])
-            best_norm[active[better]] = dist[better]
-            best_x[active[better]] = new[better]
+            better = adv & (dist < best_norm[active])   # masked writes: no host sync for the update
+            best_norm[active] = torch.where(better, dist, best_norm[active])
+            best_x[active] = torch.where(better.view(view), new, best_x[active])
             x1[active] = torch.where(adv.view(view), x0a + self.beta * (new - x0a), new)
             if self.early_stop:
                 active = active[best_norm[active] > self.threat.eps]
