@@ -7,29 +7,10 @@ import torch
 from torch import nn
 
 from advlab import bench
+from advlab.bench_suite import PassCounter
 
 
-class Counted(nn.Module):
-    """Wraps a model and counts forward and input-backward passes in samples, for any library."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.forward_samples = 0
-        self.backward_samples = 0
-
-    def reset(self) -> None:
-        self.forward_samples = self.backward_samples = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.model(x)
-        n = x.shape[0]
-        self.forward_samples += n
-        if out.requires_grad:
-            def hook(grad: torch.Tensor) -> None:
-                self.backward_samples += n
-            out.register_hook(hook)
-        return out
+Counted = PassCounter   # one pass-counting wrapper for advlab's benchmarks and `advlab bench suite`
 
 
 def forward_backward_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int = 20) -> float:

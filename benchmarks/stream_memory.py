@@ -7,11 +7,8 @@ the `fast` suite, each N in a fresh process; prints one JSON line per N with the
 from __future__ import annotations
 
 import argparse
-import json
-import resource
 import subprocess
 import sys
-import time
 
 CHILD = r"""
 import json, resource, sys, time, torch
