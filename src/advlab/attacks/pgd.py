@@ -90,6 +90,9 @@ class PGD(Attack):
     points that are misclassified to begin with; early_stop=False runs every step on every point
     (Madry et al.'s training attack) and needs no clean forward pass;
     restarts: further random starts run only on samples not yet broken;
+    step_rule (linf): "steepest" moves every entry by step_size * sign(g) and clips to the ball;
+    "scaled" moves along g / max|g| and rescales the whole perturbation back into the ball (the rule
+    of Kumano et al.'s public code: a perturbation shaped like the gradient, not its sign);
     check_every: with early stopping, drop broken samples from the working set only every k steps;
     between checks the loop never waits for the device (no host synchronization), which is what
     keeps a GPU busy. Broken samples that keep stepping cannot lose their success (the best iterate
@@ -103,8 +106,14 @@ class PGD(Attack):
                  random_start: bool = True, restarts: int = 1, loss: str = "ce",
                  target: TargetSpec = None, schedule: Schedule = "constant", early_stop: bool = True,
                  l1_topk: float = 0.05, check_every: int | None = None, eot_iter: int = 1,
-                 seed: int | None = 0) -> None:
+                 step_rule: str = "steepest", seed: int | None = 0) -> None:
         super().__init__(threat, target=target, seed=seed)
+        if step_rule not in ("steepest", "scaled"):
+            raise AttackConfigError(f"unknown step_rule {step_rule!r}; use 'steepest' or 'scaled'")
+        if step_rule == "scaled" and threat.norm != "linf":
+            raise AttackConfigError(f"step_rule='scaled' is a linf rule (for {threat.norm} the steepest step "
+                                    "is already the scaled gradient)")
+        self.step_rule = step_rule
         self.eot_iter = positive_int("eot_iter", eot_iter)   # gradients averaged over draws (randomized models)
         self.steps = positive_int("steps", steps)
         self.check_every = None if check_every is None else positive_int("check_every", check_every)
@@ -157,10 +166,22 @@ class PGD(Attack):
                     break
                 ids, xs, ys, ts, cur, grad, lo, hi = select_rows(~success, ids, xs, ys, ts, cur, grad, lo, hi)
             size = step_size_at(self.step_size, k, self.steps, self.schedule)
-            if lo is not None:
+            if self.step_rule == "scaled":
+                cur = self._scaled_linf_step(xs, cur, grad, size)
+            elif lo is not None:
                 cur = torch.clamp(cur.add(grad.sign(), alpha=size), lo, hi)
             else:
                 cur = self.threat.project(xs, cur + self._step(grad, size))
+
+
+    def _scaled_linf_step(self, x: Tensor, cur: Tensor, grad: Tensor, size: Tensor | float) -> Tensor:
+        """cur + size * g / max|g|, the perturbation rescaled (not clipped) to linf norm <= eps, then
+        clipped to the bounds: inside the ball and the box."""
+        dims = tuple(range(1, x.ndim))
+        g = grad / grad.abs().amax(dim=dims, keepdim=True).clamp_min(1e-12)
+        delta = cur + size * g - x
+        scale = (self.threat.eps / delta.abs().amax(dim=dims, keepdim=True).clamp_min(1e-12)).clamp(max=1.0)
+        return (x + delta * scale).clamp(*self.threat.bounds)
 
 
 class BIM(PGD):

@@ -44,8 +44,10 @@ def _difference(d: float, pct: bool) -> str:
 
 
 def comparison_table(rows: list[dict[str, Any]]) -> list[list[str]]:
-    """Rows of {id, quantity, paper, ours, pct, check, holds} -> table cells."""
-    out = [["#", "quantity", "paper", "advlab", "difference", "check", "verdict"]]
+    """Rows of {id, quantity, paper, ours, pct, check, holds[, source]} -> table cells; `source` (which
+    budget, device and time produced the row) becomes a last column when any row has one."""
+    sourced = any(r.get("source") for r in rows)
+    out = [["#", "quantity", "paper", "advlab", "difference", "check", "verdict"] + (["produced by"] if sourced else [])]
     for r in rows:
         ours = r.get("ours")
         mean = ours["mean"] if isinstance(ours, dict) else ours
@@ -53,8 +55,15 @@ def comparison_table(rows: list[dict[str, Any]]) -> list[list[str]]:
         diff = _difference(mean - r["paper"], r.get("pct", True)) if numeric else "-"
         verdict = {True: "holds", False: "MISSES", None: "-"}[r.get("holds")]
         out.append([r["id"], r["quantity"], _fmt(r.get("paper"), r.get("pct", True)),
-                    _fmt(ours, r.get("pct", True)), diff, r.get("check", ""), verdict])
+                    _fmt(ours, r.get("pct", True)), diff, r.get("check", ""), verdict]
+                   + ([r.get("source", "")] if sourced else []))
     return out
+
+
+def miss_explanations(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per missed check: the row and why it misses (its `why`, or a plain 'not explained')."""
+    return [f"{r['id']} {r['quantity']}: {r.get('why') or 'no explanation recorded'}"
+            for r in rows if r.get("holds") is False]
 
 
 def verdict_summary(rows: list[dict[str, Any]]) -> str:
@@ -142,6 +151,10 @@ def write_report(run_dir: Path, title: str, intro: str, rows: list[dict[str, Any
         md += ["## Paper vs advlab", "", setting, "", _md_table(cells), "", f"**{summary}.**", ""]
         parts += ["<h2>Paper vs advlab</h2>", f"<p class='note'>{html.escape(setting)}</p>", _html_table(cells),
                   f"<p><b>{html.escape(summary)}.</b></p>"]
+        misses = miss_explanations(rows)
+        if misses:
+            md += ["### Why the misses miss", ""] + [f"- {m}" for m in misses] + [""]
+            parts += ["<h3>Why the misses miss</h3><ul>"] + [f"<li>{html.escape(m)}</li>" for m in misses] + ["</ul>"]
     for heading, body in sections:
         md += [f"## {heading}", ""]
         parts.append(f"<h2>{html.escape(heading)}</h2>")

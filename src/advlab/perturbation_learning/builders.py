@@ -56,13 +56,16 @@ SCENARIO_LABELS: dict[str, LabelMap] = {"natural_rand": random_other_labels, "na
 class PerturbationBudget:
     """The targeted attack that builds a dataset. eps counts pixels for l0. step_size defaults to
     eps / 5 (l2, linf) and to 0.3 of the input range with gradient-scaled steps (l0), as in the
-    public code; l0 adds `pixels_per_step` entries per step until eps are chosen."""
+    public code; l0 adds `pixels_per_step` entries per step until eps are chosen. linf_rule
+    "steepest" is sign-PGD; "scaled" steps along g / max|g| and rescales into the ball, as the public
+    code does (on MNIST it fools the source far less often: 20% against 99% at eps 0.3)."""
 
     norm: str
     eps: float
     steps: int
     step_size: float | None = None
     pixels_per_step: int = 1
+    linf_rule: str = "steepest"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "norm", canonical_norm(self.norm))
@@ -78,7 +81,8 @@ class PerturbationBudget:
                               early_stop=False, step_rule="scaled", seed=seed)
         else:
             size = self.step_size if self.step_size is not None else self.eps / 5
-            attack = PGD(threat, steps=self.steps, step_size=size, random_start=False, early_stop=False, seed=seed)
+            attack = PGD(threat, steps=self.steps, step_size=size, random_start=False, early_stop=False,
+                         step_rule=self.linf_rule if self.norm == "linf" else "steepest", seed=seed)
         attack.skip_adversarial = False  # every sample gets its lowest-loss point, fooled or not
         return attack
 
