@@ -408,13 +408,15 @@ def _peer_bench(what: str, models: tuple[str, ...], device: str, accel: str, bat
 @click.option("--n", "n_samples", type=click.IntRange(min=1), default=1000, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write the rows as JSON.")
+@click.option("--device", default="cpu", show_default=True, help="Where both suites run (cpu, cuda, cuda:1).")
 def bench_suite_cmd(run_dir: Path | None, norm: str, eps: float, version: str, n_samples: int, batch_size: int,
-                    out: Path | None, **own: Any) -> None:
+                    out: Path | None, device: str, **own: Any) -> None:
     """advlab's suite and the official AutoAttack (pyautoattack) on the same model and points:
     seconds, forward/backward passes, robust accuracy of each."""
     from .bench_suite import bench_suite
+    from .device import resolve_device
     from .io import atomic_write_json
-    target = load_target(run_dir, n_samples, "cpu", **own)
+    target = load_target(run_dir, n_samples, resolve_device(device), **own)
     rows = bench_suite(target.model, target.x, target.y, norm, eps, version=version, batch=batch_size,
                        seed=target.seed)
     for row in rows:
