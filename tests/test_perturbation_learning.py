@@ -2,6 +2,7 @@
 synthetic theory experiment, and a miniature reproduction."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -226,6 +227,11 @@ def test_miniature_kumano_pipeline_resumes(tmp_path, monkeypatch, mnist_cache):
     assert keys == {"natural_rand/l2", "natural_rand/l0", "natural_det/l2", "natural_det/l0", "uniform/l2",
                     "uniform/l0", "natural_rand/none", "natural_det/none", "uniform/none"}
     assert {row["id"] for row in r["rows"]} >= {"K1", "K2", "K3", "K4"}
+    for row in r["rows"]:   # every row says which budget, device and minutes made it; misses say why
+        assert row["source"].startswith("tiny budget, CPU"), row
+        if row["id"] in ("K1", "K2", "K3"):
+            assert "attack + student" in row["source"], row
+        assert row.get("holds") is not False or row["why"], row
     for c in r["cells"]:
         assert 0 <= c["last_acc"] <= 1 and c["best_acc"] >= c["last_acc"] - 1e-9
     saved = json.loads((tmp_path / "results.json").read_text())
@@ -240,6 +246,11 @@ def test_miniature_kumano_pipeline_resumes(tmp_path, monkeypatch, mnist_cache):
     logs.clear()
     r2 = k.run_kumano2024(tmp_path, "tiny", log=logs.append)
     assert r2["table"] == r["table"] and not any("trained in" in line for line in logs)
+    # a rerun with another recipe in the same directory is refused, not mixed in
+    from advlab.errors import RunDirError
+    monkeypatch.setitem(k.KUMANO_BUDGETS, "tiny", dataclasses.replace(k.KUMANO_BUDGETS["tiny"], student_epochs=2))
+    with pytest.raises(RunDirError, match="another recipe"):
+        k.run_kumano2024(tmp_path, "tiny", log=logs.append)
 
 
 def test_kumano_convnet_and_scaled_l0_steps():
