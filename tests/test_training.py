@@ -265,3 +265,27 @@ def test_ddp_two_gloo_processes_match_one_process():
         a = torch.from_numpy(a)
         assert torch.allclose(a, b, atol=1e-5), float((a - b).abs().max())
     assert loss == pytest.approx(single_res.history[-1]["train_loss"], rel=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["sign", "uniform", "gaussian"])
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_noise_training_draws_the_attacks_points_without_a_model_pass(kind, norm):
+    """The noise baselines (G9) train on exactly the RandomNoise attack's points, but the objective
+    samples them directly: no forward pass of the model is spent on noise."""
+    from advlab.attacks import RandomNoise
+    from advlab.attacks.base import make_generator
+    from advlab.threat import ThreatModel
+    calls = []
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    model.register_forward_hook(lambda *a: calls.append(1))
+    x, y = torch.rand(10, 1, 4, 4), torch.randint(0, 3, (10,))
+    attack = RandomNoise(ThreatModel(norm, 0.3), kind, seed=7)
+    assert torch.equal(attack.perturb(model, x, y), attack.sample(x, make_generator(7, x.device)[0]))
+    from advlab.training import build_objective
+    from advlab.training.objectives import NoiseMixture
+    objective = build_objective("noise_mixture", ThreatModel(norm, 0.3), kind=kind)
+    assert isinstance(objective, NoiseMixture)
+    calls.clear()
+    ctx = type("Ctx", (), {"seed": 7})()
+    objective.loss(model, x, y, ctx)
+    assert len(calls) == 2   # J(x) and J(x + noise), nothing else

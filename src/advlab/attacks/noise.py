@@ -38,6 +38,12 @@ class RandomNoise(Attack):
 
     def _run(self, probe: ModelProbe, x: Tensor, y: Tensor, targets: Tensor | None,
              gen: torch.Generator) -> tuple[Tensor, Tensor]:
+        x_adv = self.sample(x, gen)
+        return x_adv, attack_loss("ce", probe.logits(x_adv), y, targets)
+
+    def sample(self, x: Tensor, gen: torch.Generator) -> Tensor:
+        """The noisy points alone, without a model pass (what a noise-training objective needs); the
+        same draws as the attack with a generator in the same state."""
         eps = self.threat.eps
         if self.kind == "uniform":
             x_adv = self.threat.random_start(x, gen)
@@ -49,4 +55,4 @@ class RandomNoise(Attack):
                 noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=gen)
                 scale = self.sigma * eps
             x_adv = self.threat.project(x, x + scale * noise)
-        return x_adv, attack_loss("ce", probe.logits(x_adv), y, targets)
+        return x_adv

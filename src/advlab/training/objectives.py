@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..attacks import FGSM, PGD, RandomNoise
+from ..attacks.base import make_generator
 from ..errors import AdvlabError
 from ..models.guard import attack_mode
 from ..threat import ThreatModel
@@ -130,7 +131,9 @@ class NoiseMixture(Objective):
 
     def loss(self, model, x, y, ctx):
         clean = _ce(model, x, y) if self.alpha > 0 else 0.0
-        x_noise = self._craft(self.attack, model, x, y, ctx.seed)
+        self.threat.check_inputs(x)
+        # the noise needs no model pass: the attack's draws, from a generator seeded as the attack seeds it
+        x_noise = self.attack.sample(x.detach(), make_generator(ctx.seed, x.device)[0])
         return self.alpha * clean + (1 - self.alpha) * _ce(model, x_noise, y)
 
     def describe(self):
