@@ -65,9 +65,9 @@ KUMANO_BUDGETS = {
     "quick": KumanoBudget(n_source=10000, n_noise=10000, steps=20, source_epochs=4, student_epochs=8, n_test=10000,
                           model="fast_mnist_cnn", optimizer="sgd", lr=0.05, synth_d=(100, 1000, 3000, 10000),
                           synth_n_noise=(10, 100, 300, 1000), synth_attack_steps=50),
-    # about 45 minutes on 2 CPU cores: the paper's 100-step attacks (step eps/5, lowest-loss iterate) on a third
+    # about 35 minutes on 2 CPU cores: the paper's 100-step attacks (step eps/5, lowest-loss iterate) on a quarter
     # of the training images, one student schedule for every cell, 2,000 noise samples in the synthetic part
-    "cpu": KumanoBudget(n_source=20000, n_noise=20000, steps=100, source_epochs=10, student_epochs=20, n_test=10000,
+    "cpu": KumanoBudget(n_source=15000, n_noise=15000, steps=100, source_epochs=10, student_epochs=20, n_test=10000,
                         model="fast_mnist_cnn", optimizer="sgd", lr=0.05, synth_d=(100, 1000, 3000, 10000),
                         synth_n_noise=(10, 100, 300, 1000, 2000), synth_base_n_noise=2000, synth_attack_steps=100),
     # the paper's recipe: all 60k images, 100 steps, its small residual ConvNet, SGD with Nesterov (GPU)
