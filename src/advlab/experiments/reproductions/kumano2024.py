@@ -292,8 +292,7 @@ def rows_with_sources(r: dict[str, Any]) -> list[dict[str, Any]]:
     for row in rows:
         q = row["quantity"]
         if row["id"] in ("K1", "K2", "K3"):
-            key = _row_key(q)
-            row["source"] = f"{where}: attack + student {minutes.get(key, 0.0):.1f} min" if key else where
+            row["source"] = f"{where}: attack + student {minutes.get(row['key'], 0.0):.1f} min"
         elif row["id"] == "K4":
             norm = q.split()[1].rstrip(":")
             row["source"] = f"{where}: synthetic {norm} sweep {synth_min.get(norm, 0.0):.1f} min"
@@ -302,18 +301,6 @@ def rows_with_sources(r: dict[str, Any]) -> list[dict[str, Any]]:
         if row.get("holds") is False:
             row["why"] = _why(row, r)
     return rows
-
-
-def _row_key(quantity: str) -> str | None:
-    """scenario/norm of a K1-K3 row from its wording."""
-    words = quantity.replace(":", "").split()
-    if "/" in words[0]:
-        return words[0]
-    if words[0] == "uniform" and words[1] == "noise":
-        return f"uniform/{words[3] if words[2] == '+' else 'none'}"
-    if words[1] == "control":
-        return f"{words[0]}/none"
-    return f"{words[0]}/{words[1]}"
 
 
 def _why(row: dict[str, Any], r: dict[str, Any]) -> str:
@@ -352,26 +339,30 @@ def finding_rows(table: dict[str, Any], synthetic: dict[str, Any], sources: list
             if v is None:
                 continue
             bar = 0.2 if norm == "l0" else 0.6
-            rows.append({"id": "K1", "quantity": f"{scenario} {norm}: clean test accuracy (last epoch)", "paper": None,
+            rows.append({"id": "K1", "key": f"{scenario}/{norm}",
+                         "quantity": f"{scenario} {norm}: clean test accuracy (last epoch)", "paper": None,
                          "ours": v, "check": f"{'>' if norm == 'l0' else '>='} {bar:.0%}",
                          "holds": v["mean"] > bar if norm == "l0" else v["mean"] >= bar})
         ctrl = table.get(f"{scenario}/none", {}).get("last_acc")
         if ctrl is not None:
-            rows.append({"id": "K1", "quantity": f"{scenario} control: same images and labels, no perturbation",
+            rows.append({"id": "K1", "key": f"{scenario}/none",
+                         "quantity": f"{scenario} control: same images and labels, no perturbation",
                          "paper": None, "ours": ctrl, "check": "<= 15%", "holds": ctrl["mean"] <= 0.15})
     for norm in NORMS:
         v = table.get(f"uniform/{norm}", {}).get("last_acc")
         if v is not None:
-            rows.append({"id": "K2", "quantity": f"uniform noise + {norm} perturbation: clean test accuracy",
+            rows.append({"id": "K2", "key": f"uniform/{norm}",
+                         "quantity": f"uniform noise + {norm} perturbation: clean test accuracy",
                          "paper": None, "ours": v, "check": "> 15% (chance 10%)", "holds": v["mean"] > 0.15})
     ctrl = table.get("uniform/none", {}).get("last_acc")
     if ctrl is not None:
-        rows.append({"id": "K2", "quantity": "uniform noise alone, random labels: clean test accuracy", "paper": 0.1,
+        rows.append({"id": "K2", "key": "uniform/none",
+                     "quantity": "uniform noise alone, random labels: clean test accuracy", "paper": 0.1,
                      "ours": ctrl, "check": "within 5 pt of 10%", "holds": abs(ctrl["mean"] - 0.1) <= 0.05})
     for key, cell in sorted(table.items()):
         if key.endswith("/none") or "agreement" not in cell:
             continue
-        rows.append({"id": "K3", "quantity": f"{key}: agreement with the source network on the test set",
+        rows.append({"id": "K3", "key": key, "quantity": f"{key}: agreement with the source network on the test set",
                      "paper": None, "ours": cell["agreement"]})
     src = [s["test_acc"] for s in sources]
     if src:
