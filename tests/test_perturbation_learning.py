@@ -15,6 +15,7 @@ from advlab.perturbation_learning import (PerturbationBudget, PerturbationDatase
                                           build_perturbation_dataset, next_labels, noise_control, paper_budget,
                                           run_synthetic, state_sha256, theory_prediction, train_and_test,
                                           unperturbed_control)
+from advlab.perturbation_learning.synthetic import one_hidden_network
 from advlab.training import TrainConfig
 
 SHAPE = (1, 6, 6)
@@ -200,6 +201,29 @@ def test_synthetic_defaults_follow_the_paper():
         SyntheticConfig(width=3)
     with pytest.raises(AttackConfigError):
         SyntheticConfig(norm="l1")
+    with pytest.raises(AttackConfigError):
+        SyntheticConfig(attack_loss="hinge")
+    assert b.loss == "margin" and b.attack((-1.0, 1.0), 0).loss == "margin"
+
+
+def test_synthetic_attack_spends_its_budget_where_ce_saturates():
+    """A confident binary net: targeted CE reaches exactly 0 in float32 after a few l0 steps, so the
+    lowest-loss iterate stops growing; the margin loss (the public code's exp(-y f) up to a monotone
+    map) keeps every one of the k entries it may change."""
+    torch.manual_seed(0)
+    net = one_hidden_network(400, 40, 0.01)
+    with torch.no_grad():
+        net.hidden.weight.mul_(200.0)
+    x = torch.rand(16, 400) * 2 - 1
+    t = (net.score(x) < 0).long()   # the label the net does not give: every point needs a perturbation
+    changed = {}
+    for loss in ("ce", "margin"):
+        adv = PerturbationBudget("l0", 40, 40, step_size=0.3, loss=loss).attack((-1.0, 1.0), 0)(net, x, 1 - t,
+                                                                                                 targets=t)
+        assert bool(adv.success.all())
+        changed[loss] = float(((adv.x_adv - x) != 0).sum(1).float().mean())
+    assert changed["margin"] == 40
+    assert changed["ce"] < 30, changed
 
 
 @pytest.mark.parametrize("norm", ["l2", "linf", "l0"])

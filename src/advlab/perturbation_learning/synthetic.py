@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from ..data import orthogonal_data
 from ..errors import AttackConfigError, DataError
+from ..attacks.losses import check_loss_name
 from ..models import build_model
 from .builders import PerturbationBudget
 
@@ -30,7 +31,10 @@ _BIG = 1e4  # "unbounded" box for gaussian data (ThreatModel needs finite bounds
 @dataclass(frozen=True)
 class SyntheticConfig:
     """One point of the synthetic experiment. eps None: the paper's value for the norm at this d
-    (l2: 0.0078 sqrt(d), i.e. 0.78 at d = 10,000; linf: 0.03; l0: 5% of the d entries)."""
+    (l2: 0.0078 sqrt(d), i.e. 0.78 at d = 10,000; linf: 0.03; l0: 5% of the d entries). attack_loss
+    "margin" orders iterates and steps as the public code's exp(-y f(x)) does; "ce" saturates to
+    exactly 0 in float32 once y f(x) > ~17, after which the attack keeps its first such iterate and
+    leaves its budget unused (l0 at d = 10,000: 145 of 500 entries changed, theory accuracy 85% vs 96%)."""
 
     d: int = 10000
     n: int = 1000
@@ -45,6 +49,7 @@ class SyntheticConfig:
     slope: float = 0.01
     attack_steps: int = 100
     l0_steps: int = 20
+    attack_loss: str = "margin"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -57,6 +62,7 @@ class SyntheticConfig:
             raise DataError("width must be even (half the output weights are +, half -)")
         if self.norm not in ("l0", "l2", "linf"):
             raise AttackConfigError(f"unknown norm {self.norm!r}; use l0, l2 or linf")
+        check_loss_name(self.attack_loss)
 
     @property
     def budget_eps(self) -> float:
@@ -73,8 +79,9 @@ class SyntheticConfig:
         if self.norm == "l0":
             k = int(eps)
             steps = min(self.l0_steps, k)
-            return PerturbationBudget("l0", k, steps, step_size=0.3, pixels_per_step=math.ceil(k / steps))
-        return PerturbationBudget(self.norm, eps, self.attack_steps)
+            return PerturbationBudget("l0", k, steps, step_size=0.3, pixels_per_step=math.ceil(k / steps),
+                                      loss=self.attack_loss)
+        return PerturbationBudget(self.norm, eps, self.attack_steps, loss=self.attack_loss)
 
 
 def one_hidden_network(d: int, width: int, slope: float) -> nn.Module:
