@@ -37,6 +37,27 @@ def test_goodfellow2015_miniature_pipeline(mnist_cache, tmp_path):
     assert again.exit_code == 0 and (out / "report.md").exists()
 
 
+def test_goodfellow_follows_the_papers_unclipped_fgsm_and_objective():
+    """The paper adds eps sign(grad) without clipping to [0, 1]; its FGSM objective is taken on the dropout
+    cost; the FGSM-trained net may train longer (at_epochs); the plain nets' recipes are untouched."""
+    from dataclasses import replace
+
+    from advlab.experiments.reproductions.goodfellow2015 import BUDGETS, _fgsm, model_plan, paper_threat
+    th = paper_threat(0.25)
+    assert th.bounds[0] == -0.25 and th.bounds[1] == 1.25
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    x, y = torch.zeros(5, 1, 4, 4), torch.tensor([0, 1, 2, 0, 1])
+    assert _fgsm(model, x, y, 0.25).min() == -0.25, "unclipped: a black pixel can go below 0"
+    assert _fgsm(model, x, y, 0.25, clip=True).min() == 0.0
+    plan = model_plan(replace(BUDGETS["tiny"], at_epochs=3))
+    assert plan["maxout_at"]["cfg"](0).epochs == 3 and plan["maxout"]["cfg"](0).epochs == 1
+    assert plan["maxout_at"]["objective"][1]["craft_in_eval"] is False
+    for name in ("maxout_at", "maxout_sign_noise", "maxout_uniform_noise"):
+        assert tuple(plan[name]["threat"]["bounds"]) == (-0.25, 1.25)
+    assert "bounds" not in plan["maxout"]["threat"]   # cached plain nets keep their recipe fingerprint
+
+
 @pytest.mark.mnist
 def test_wen2020_miniature_pipeline_and_analyze(mnist_cache, tmp_path):
     out = tmp_path / "wen"
