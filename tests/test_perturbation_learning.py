@@ -109,7 +109,7 @@ def test_provenance_round_trips(tmp_path, storage):
     p = back.provenance
     assert p["source_sha256"] == state_sha256(src) and p["seed"] == 2 and p["scenario"] == "natural_det"
     assert p["budget"] == {"norm": "l2", "eps": 0.5, "steps": 10, "step_size": None, "pixels_per_step": 1,
-                           "linf_rule": "steepest"}
+                           "linf_rule": "steepest", "loss": "ce"}
     assert p["storage"] == storage and "PGD" in p["attack"]
 
 
