@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,13 @@ class PerturbationBudget:
         check_loss_name(self.loss)
         if self.norm == "l1":
             raise AttackConfigError("perturbation datasets support l0, l2 and linf budgets")
+
+    def made(self, stored: Any) -> bool:
+        """Whether a dataset whose provenance records `stored` was built by this budget; fields added
+        since it was written count at their defaults (which are what built it)."""
+        if not isinstance(stored, dict):
+            return False
+        return {**{f.name: f.default for f in fields(self)}, **stored} == json.loads(json.dumps(asdict(self)))
 
     def attack(self, bounds: tuple[float, float], seed: int) -> Attack:
         threat = ThreatModel(self.norm, self.eps, bounds)

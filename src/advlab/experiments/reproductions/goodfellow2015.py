@@ -103,7 +103,7 @@ def model_plan(b: Budget) -> dict[str, dict[str, Any]]:
     # the objectives that perturb train in the paper's unclipped box; the FGSM objective's J is the
     # dropout training cost, so its input gradient is taken through the dropout-masked network (as a
     # Theano graph of J(x + eps sign(grad_x J)) on the dropout cost has it), not the eval-mode one
-    paper_th = {"norm": "linf", "eps": EPS, "bounds": (-EPS, 1.0 + EPS)}
+    paper_th = {"norm": "linf", "eps": EPS, "bounds": tuple(paper_threat(EPS).bounds)}
     plan = {
         "softmax": {"model": ("softmax_regression", {}), "objective": ("standard", {}),
                     "cfg": lambda s: TrainConfig(epochs=b.softmax_epochs, batch_size=100, optimizer="adam", lr=1e-3,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -143,20 +143,12 @@ class _SeedContext:
         return res.to_dict()
 
 
-def _with_defaults(stored: Any) -> Any:
-    """A stored attack budget with the fields added since it was written set to their defaults (which
-    are what made it), so that older datasets still match the budget that would rebuild them."""
-    if not isinstance(stored, dict):
-        return stored
-    return {**{f.name: f.default for f in fields(PerturbationBudget)}, **stored}
-
-
 def _perturbation_cell(ctx: _SeedContext, scenario: str, norm: str) -> dict[str, Any]:
     path = ctx.dataset_path(scenario, norm)
     budget = _budget_for(ctx.dataset, norm, ctx.b)
     if path.exists():
         ds = PerturbationDataset.load(path)
-        if _with_defaults(ds.provenance.get("budget")) != json.loads(json.dumps(asdict(budget))):
+        if not budget.made(ds.provenance.get("budget")):
             raise RunDirError(f"{path} was built with another attack ({ds.provenance.get('budget')}); use another "
                               "--out, or delete it to rebuild")
         ds = PerturbationDataset(ds.x.to(ctx.device), ds.targets.to(ctx.device), ds.source_labels.to(ctx.device),
