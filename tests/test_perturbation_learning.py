@@ -259,6 +259,13 @@ def test_miniature_kumano_pipeline_resumes(tmp_path, monkeypatch, mnist_cache):
         assert row.get("holds") is not False or row["why"], row
     for c in r["cells"]:
         assert 0 <= c["last_acc"] <= 1 and c["best_acc"] >= c["last_acc"] - 1e-9
+    # the paper column holds the authors' own MNIST runs, for MNIST only
+    by_key = {row["key"]: row for row in r["rows"] if row["id"] in ("K1", "K2")}
+    assert by_key["natural_det/l2"]["paper"] == k.AUTHORS_MNIST["natural_det/l2"][0] == 0.386
+    assert by_key["uniform/l0"]["paper"] == k.AUTHORS_MNIST["uniform/l0"][0]
+    assert by_key["natural_rand/none"]["paper"] is None
+    cifar_rows = k.finding_rows(r["table"], {}, [], dataset="cifar10")
+    assert all(row["paper"] is None for row in cifar_rows if row["id"] == "K1")
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["versions"]["torch"] and saved["budget"] == "tiny"
     from click.testing import CliRunner

@@ -47,7 +47,8 @@ def comparison_table(rows: list[dict[str, Any]]) -> list[list[str]]:
     """Rows of {id, quantity, paper, ours, pct, check, holds[, source]} -> table cells; `source` (which
     budget, device and time produced the row) becomes a last column when any row has one."""
     sourced = any(r.get("source") for r in rows)
-    out = [["#", "quantity", "paper", "advlab", "difference", "check", "verdict"] + (["produced by"] if sourced else [])]
+    header = ["#", "quantity", "paper", "advlab", "difference", "check", "verdict"]
+    out = [header + (["produced by"] if sourced else [])]
     for r in rows:
         ours = r.get("ours")
         mean = ours["mean"] if isinstance(ours, dict) else ours

@@ -66,9 +66,10 @@ KUMANO_BUDGETS = {
     "quick": KumanoBudget(n_source=10000, n_noise=10000, steps=20, source_epochs=4, student_epochs=8, n_test=10000,
                           model="fast_mnist_cnn", optimizer="sgd", lr=0.05, synth_d=(100, 1000, 3000, 10000),
                           synth_n_noise=(10, 100, 300, 1000), synth_attack_steps=50),
-    # about 35 minutes on 2 CPU cores: the paper's 100-step attacks (step eps/5, lowest-loss iterate) on a quarter
-    # of the training images, one student schedule for every cell, 2,000 noise samples in the synthetic part
-    "cpu": KumanoBudget(n_source=15000, n_noise=15000, steps=100, source_epochs=10, student_epochs=20, n_test=10000,
+    # about 70 minutes on 2 CPU cores: the paper's 100-step attacks (step eps/5, lowest-loss iterate) on all 60,000
+    # training images as the public code (60,000 noise images; it used 1.2M), one student schedule for every cell,
+    # 2,000 noise samples in the synthetic part
+    "cpu": KumanoBudget(n_source=None, n_noise=60000, steps=100, source_epochs=10, student_epochs=20, n_test=10000,
                         model="fast_mnist_cnn", optimizer="sgd", lr=0.05, synth_d=(100, 1000, 3000, 10000),
                         synth_n_noise=(10, 100, 300, 1000, 2000), synth_base_n_noise=2000, synth_attack_steps=100),
     # the paper's recipe: all 60k images, 100 steps, its small residual ConvNet, SGD with Nesterov (GPU)
@@ -81,6 +82,18 @@ KUMANO_BUDGETS = {
                          model="mlp", synth_d=(50, 200), synth_n_noise=(20, 60), synth_base_n_noise=60, synth_n=60,
                          synth_width=40, synth_train_steps=20, synth_norms=("l2", "l0")),
 }
+
+
+# The authors' own MNIST runs: clean test accuracy of each student at its last epoch (100 epochs; noise: 300,
+# on 60,000 noise images, their "ratio 0.05"), read off the validation-accuracy figure their repository commits
+# (s-kumano/learning-from-adversarial-perturbations, ipynbs/practical/graphs.ipynb; to about 1 pt; their source
+# network 99.3%). The paper's own table could not be read offline. Best epoch beside it, as their code reports.
+AUTHORS_MNIST: dict[str, tuple[float, float]] = {
+    "natural_rand/l0": (0.281, 0.489), "natural_rand/l2": (0.930, 0.936), "natural_rand/linf": (0.891, 0.908),
+    "natural_det/l0": (0.008, 0.064), "natural_det/l2": (0.386, 0.430), "natural_det/linf": (0.105, 0.150),
+    "uniform/l0": (0.315, 0.353), "uniform/l2": (0.279, 0.283), "uniform/linf": (0.322, 0.350),
+}
+AUTHORS_SOURCE_MNIST = 0.993
 
 
 def _config(b: KumanoBudget, epochs: int, seed: int) -> TrainConfig:
@@ -290,7 +303,7 @@ def rows_with_sources(r: dict[str, Any]) -> list[dict[str, Any]]:
         minutes[key] = minutes.get(key, 0.0) + (c.get("build_seconds", 0.0) + c.get("seconds", 0.0)) / 60
     synth = r.get("synthetic", {})
     synth_min = {norm: sum(x.get("seconds", 0.0) for x in sweep) / 60 for norm, sweep in synth.get("d", {}).items()}
-    rows = finding_rows(r["table"], synth, r["sources"])
+    rows = finding_rows(r["table"], synth, r["sources"], r.get("dataset", "mnist"))
     for row in rows:
         q = row["quantity"]
         if row["id"] in ("K1", "K2", "K3"):
@@ -325,15 +338,28 @@ def _why(row: dict[str, Any], r: dict[str, Any]) -> str:
         ctrl = t.get("natural_det/none", {}).get("last_acc")
         return ("natural_det labels are a fixed shift of the true class, so the digits' own shapes predict every "
                 "training label as well as the perturbations do"
-                + (f" (the unperturbed control learns that shift: {ctrl['mean']:.1%} on the true labels)" if ctrl else "")
+                + (f" (the unperturbed control learns that shift: {ctrl['mean']:.1%} on the true labels)"
+                   if ctrl else "")
                 + f"; the student follows the perturbation only as far as it outweighs the shape ({accs}: the "
-                "stronger the perturbation, the higher), and MNIST's shapes are learned at once by a small CNN")
-    return (f"{b['n_source'] or 'all'} attacked images (the public code: 60,000) and {b['student_epochs']} student "
-            "epochs on the CPU; accuracy grows with the number of perturbation examples (the quick budget's 10,000 "
-            "images with 20-step attacks gave 57% for l2 and 45% for linf)")
+                "stronger the perturbation, the higher), and MNIST's shapes are learned at once by a small CNN; "
+                "the authors' own MNIST run misses the same bar (l0 0.8%, l2 38.6%, linf 10.5% at its last epoch: "
+                "paper column)")
+    n = f"{b['n_source']:,}" if b["n_source"] else "all 60,000"
+    return (f"{n} attacked images (the public code: 60,000) and {b['student_epochs']} epochs of {b['model']} at lr "
+            f"{b['lr']} with a cosine schedule (the authors: 100 epochs of a 1.05M-parameter residual ConvNet at lr "
+            "0.01 with reduce-on-plateau, which reach the paper column's number); accuracy grows with the number of "
+            "perturbation examples (cpu budget with 15,000 images: l2 67.2%, linf 53.5%; quick, 10,000 images and "
+            "20-step attacks: 57% and 45%)")
 
 
-def finding_rows(table: dict[str, Any], synthetic: dict[str, Any], sources: list[dict[str, Any]]) -> list[dict]:
+def finding_rows(table: dict[str, Any], synthetic: dict[str, Any], sources: list[dict[str, Any]],
+                 dataset: str = "mnist") -> list[dict]:
+    """The K rows; the paper column holds the authors' own MNIST runs where they exist."""
+    authors = AUTHORS_MNIST if dataset == "mnist" else {}
+
+    def paper(key: str) -> float | None:
+        return authors[key][0] if key in authors else None
+
     rows: list[dict[str, Any]] = []
     for scenario in ("natural_rand", "natural_det"):
         for norm in NORMS:
@@ -342,7 +368,8 @@ def finding_rows(table: dict[str, Any], synthetic: dict[str, Any], sources: list
                 continue
             bar = 0.2 if norm == "l0" else 0.6
             rows.append({"id": "K1", "key": f"{scenario}/{norm}",
-                         "quantity": f"{scenario} {norm}: clean test accuracy (last epoch)", "paper": None,
+                         "quantity": f"{scenario} {norm}: clean test accuracy (last epoch)",
+                         "paper": paper(f"{scenario}/{norm}"),
                          "ours": v, "check": f"{'>' if norm == 'l0' else '>='} {bar:.0%}",
                          "holds": v["mean"] > bar if norm == "l0" else v["mean"] >= bar})
         ctrl = table.get(f"{scenario}/none", {}).get("last_acc")
@@ -355,7 +382,8 @@ def finding_rows(table: dict[str, Any], synthetic: dict[str, Any], sources: list
         if v is not None:
             rows.append({"id": "K2", "key": f"uniform/{norm}",
                          "quantity": f"uniform noise + {norm} perturbation: clean test accuracy",
-                         "paper": None, "ours": v, "check": "> 15% (chance 10%)", "holds": v["mean"] > 0.15})
+                         "paper": paper(f"uniform/{norm}"), "ours": v, "check": "> 15% (chance 10%)",
+                         "holds": v["mean"] > 0.15})
     ctrl = table.get("uniform/none", {}).get("last_acc")
     if ctrl is not None:
         rows.append({"id": "K2", "key": "uniform/none",
@@ -368,7 +396,8 @@ def finding_rows(table: dict[str, Any], synthetic: dict[str, Any], sources: list
                      "paper": None, "ours": cell["agreement"]})
     src = [s["test_acc"] for s in sources]
     if src:
-        rows.append({"id": "-", "quantity": "source network clean test accuracy", "paper": None,
+        rows.append({"id": "-", "quantity": "source network clean test accuracy",
+                     "paper": AUTHORS_SOURCE_MNIST if authors else None,
                      "ours": {"mean": float(np.mean(src)), "std": float(np.std(src)), "n": len(src)}})
     for norm, sweep in synthetic.get("d", {}).items():
         ds = [r["d"] for r in sweep]
@@ -408,9 +437,10 @@ def _save_examples(out: Path, b: KumanoBudget) -> None:
 def _recipe_note(b: dict[str, Any]) -> str:
     """Where this budget follows the authors' code (s-kumano/learning-from-adversarial-perturbations) and
     where it departs, and why the paper column is mostly empty."""
-    return ("Paper column: the public code publishes no result numbers (its readme links a data archive, its "
-            "notebooks keep no outputs) and the paper's tables could not be read offline, so rows without a "
-            "paper value compare against the checks only. Same as the public code: MNIST budgets l2 eps 2, linf "
+    return ("Paper column: the authors' own MNIST runs, read off the validation-accuracy figure their repository "
+            "commits (ipynbs/practical/graphs.ipynb; last epoch, to about 1 pt; noise: their 60,000-sample set); "
+            "the paper's table could not be read offline; rows without a value compare against the checks only. "
+            "Same as the public code: MNIST budgets l2 eps 2, linf "
             "eps 0.3, l0 10 pixels; targeted attacks of 100 steps (l0: one pixel per step) with step eps/5, "
             "keeping each sample's lowest-loss iterate; SGD with Nesterov momentum and weight decay 5e-4, batch "
             f"128. Different: {b['n_source'] or 'all'} attacked training images (public: all 60,000) and "
