@@ -31,6 +31,10 @@ def test_gpu_run_script_smoke_on_cpu(tmp_path, mnist_cache):
     assert {r["objective"] for r in train["rows"]} >= {"pgd_at", "fgsm_rs"}
     bf16 = json.loads((tmp_path / "bf16.json").read_text())
     assert 0.0 <= bf16["robust_accuracy_fp32"] <= 1.0 and "difference_pt" in bf16
+    graphs = json.loads((tmp_path / "graphs.json").read_text())
+    for path in ("fp32", "fast_path"):   # on a CPU the fixed-shape loop runs eagerly: the same points
+        assert graphs[path]["no_early_stop_max_abs_diff"] == 0.0, graphs
+        assert graphs[path]["cuda_graphs"]["robust_accuracy"] <= graphs[path]["eager"]["robust_accuracy"]
     suite = json.loads((tmp_path / "suite.json").read_text())
     assert [r["impl"].split()[0] for r in suite["rows"]] == ["advlab", "pyautoattack"]
     assert json.loads((tmp_path / "env.json").read_text())["torch"]

@@ -283,6 +283,12 @@ def test_miniature_kumano_pipeline_resumes(tmp_path, monkeypatch, mnist_cache):
     monkeypatch.setitem(k.KUMANO_BUDGETS, "tiny", dataclasses.replace(k.KUMANO_BUDGETS["tiny"], student_epochs=2))
     with pytest.raises(RunDirError, match="another recipe"):
         k.run_kumano2024(tmp_path, "tiny", log=logs.append)
+    # with the cells gone, a stored dataset of another size is refused, not reused
+    import shutil
+    shutil.rmtree(tmp_path / "cells")
+    monkeypatch.setitem(k.KUMANO_BUDGETS, "tiny", dataclasses.replace(k.KUMANO_BUDGETS["tiny"], n_source=150))
+    with pytest.raises(RunDirError, match="n 200; this run needs n 150"):
+        k.run_kumano2024(tmp_path, "tiny", log=logs.append)
 
 
 def test_kumano_convnet_and_scaled_l0_steps():

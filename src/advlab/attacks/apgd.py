@@ -21,10 +21,12 @@ from torch import Tensor
 
 import math
 
+from ..accel import FastPath
 from ..threat import ThreatModel, flat_norm
 from .base import Attack, ModelProbe, fraction, positive_int
 from .losses import check_loss_name, is_successful
 from .pgd import BestIterate
+from .static_loop import StepLoop
 from .targeting import TargetSpec
 
 
@@ -94,42 +96,81 @@ class APGD(Attack):
                  loss_best=loss.clone(), loss_prev=loss.clone(), increases=torch.zeros_like(loss),
                  step=torch.full_like(loss, alpha * th.eps), loss_best_last=loss.clone(),
                  reduced_last=torch.ones_like(loss, dtype=torch.bool))
+        path = getattr(probe.model, "path", None)
+        if isinstance(path, FastPath) and path.cuda_graphs:
+            self._fixed_shape_run(probe, s, best)
+            return
         k, size_decr, k_min = self._checkpoint_lengths()
         since_check = 0
         for i in range(self.steps):
-            x_adv, grad, xs, step = s["x_adv"], s["grad"], s["x"], s["step"]
-            momentum = 0.75 if i > 0 else 1.0
-            z = th.project(xs, x_adv + th.step(grad, step))
-            new = th.project(xs, x_adv + momentum * (z - x_adv) + (1 - momentum) * (x_adv - s["x_old"]))
-            s["x_old"] = x_adv
-            loss, grad, logits = probe.loss_and_grad(new, s["y"], s["lt"], self.loss, self.eot_iter)
-            s["x_adv"], s["grad"] = new, grad
-            success = is_successful(logits, s["y"], s["st"])
-            best.update(s["ids"], new, loss, success, logits)
-            s["increases"] = s["increases"] + (loss > s["loss_prev"]).to(loss.dtype)
-            s["loss_prev"] = loss
-            improved = loss > s["loss_best"]
-            s["x_best"] = torch.where(_bcast(improved, new), new, s["x_best"])
-            s["grad_best"] = torch.where(_bcast(improved, new), grad, s["grad_best"])
-            s["loss_best"] = torch.where(improved, loss, s["loss_best"])
+            s["momentum"] = 0.75 if i > 0 else 1.0
+            s.update(self._iterate(probe, s, best))
             since_check += 1
             if since_check == k:
-                oscillating = s["increases"] <= k * self.rho
-                stalled = ~s["reduced_last"] & (s["loss_best_last"] >= s["loss_best"])
-                reduce = oscillating | stalled
-                s["reduced_last"] = reduce
-                s["loss_best_last"] = s["loss_best"].clone()
-                s["step"] = torch.where(reduce, s["step"] / 2, s["step"])
-                s["x_adv"] = torch.where(_bcast(reduce, new), s["x_best"], s["x_adv"])
-                s["grad"] = torch.where(_bcast(reduce, new), s["grad_best"], s["grad"])
-                s["increases"] = torch.zeros_like(s["increases"])
+                s.update(self._checkpoint(s, k))
                 since_check = 0
                 k = max(k - size_decr, k_min)
-            if self.early_stop and bool(success.any()):
-                keep = ~success
+            if self.early_stop and bool(s["success"].any()):
+                keep = ~s["success"]
                 if not bool(keep.any()):
                     return
                 s = {name: (v[keep] if isinstance(v, Tensor) else v) for name, v in s.items()}
+
+    def _iterate(self, probe: ModelProbe, s: dict, best: BestIterate) -> dict[str, Tensor]:
+        """One APGD iteration (momentum step, evaluation, best-point bookkeeping): the new values of the
+        state that changes. The eager loop and the fixed-shape (CUDA-graph) loop both run it."""
+        th, xs, x_adv, m = self.threat, s["x"], s["x_adv"], s["momentum"]
+        z = th.project(xs, x_adv + th.step(s["grad"], s["step"]))
+        new = th.project(xs, x_adv + m * (z - x_adv) + (1 - m) * (x_adv - s["x_old"]))
+        loss, grad, logits = probe.loss_and_grad(new, s["y"], s.get("lt"), self.loss, self.eot_iter)
+        success = is_successful(logits, s["y"], s.get("st"))
+        best.update(s["ids"], new, loss, success, logits)
+        improved = loss > s["loss_best"]
+        return {"x_old": x_adv, "x_adv": new, "grad": grad, "success": success, "loss_prev": loss,
+                "increases": s["increases"] + (loss > s["loss_prev"]).to(loss.dtype),
+                "x_best": torch.where(_bcast(improved, new), new, s["x_best"]),
+                "grad_best": torch.where(_bcast(improved, new), grad, s["grad_best"]),
+                "loss_best": torch.where(improved, loss, s["loss_best"])}
+
+    def _checkpoint(self, s: dict, k: int) -> dict[str, Tensor]:
+        """Halve the step where the loss rose in too few of the last k steps or the best loss stalled
+        after an unhalved step; those samples restart from their best point."""
+        oscillating = s["increases"] <= k * self.rho
+        stalled = ~s["reduced_last"] & (s["loss_best_last"] >= s["loss_best"])
+        reduce = oscillating | stalled
+        return {"reduced_last": reduce, "loss_best_last": s["loss_best"].clone(),
+                "step": torch.where(reduce, s["step"] / 2, s["step"]),
+                "x_adv": torch.where(_bcast(reduce, s["x_adv"]), s["x_best"], s["x_adv"]),
+                "grad": torch.where(_bcast(reduce, s["x_adv"]), s["grad_best"], s["grad"]),
+                "increases": torch.zeros_like(s["increases"])}
+
+    def _fixed_shape_run(self, probe: ModelProbe, s: dict, best: BestIterate) -> None:
+        """The iterations on the fixed working set, replayed as a CUDA graph where the device allows
+        (eager elsewhere): broken points keep iterating, their best iterate keeps the success, and the
+        loop ends early only once every point is broken (checked every 8 iterations)."""
+        ids = s["ids"]
+        state = {k: v for k, v in s.items() if isinstance(v, Tensor)}
+        state["momentum"] = torch.ones((), device=ids.device, dtype=s["x"].dtype)
+        state["success"] = torch.zeros_like(ids, dtype=torch.bool)
+        loop = StepLoop(lambda st: self._iterate(probe, {**s, **st}, best), state, graph=True)
+        k, size_decr, k_min = self._checkpoint_lengths()
+        after, since = {}, 0    # iteration -> checkpoint length k, applied after that iteration
+        for i in range(self.steps):
+            since += 1
+            if since == k:
+                after[i], since, k = k, 0, max(k - size_decr, k_min)
+
+        def before(i: int) -> None:
+            if i == 1:
+                loop.state["momentum"].fill_(0.75)
+            if i - 1 in after:
+                for name, v in self._checkpoint(loop.state, after[i - 1]).items():
+                    loop.state[name].copy_(v)
+
+        loop.run(self.steps, before=before, stop=lambda: bool(best.success[ids].all()) if self.early_stop else False,
+                 check_every=8)
+        probe.n_forward += loop.uncounted * ids.numel() * self.eot_iter
+        probe.n_backward += loop.uncounted * ids.numel() * self.eot_iter
 
 
     # ------------------------------------------------------------------ l1

@@ -7,10 +7,12 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from ..accel import FastPath
 from ..errors import AttackConfigError
 from ..threat import ThreatModel
 from .base import Attack, ModelProbe, fraction, positive_float, positive_int
 from .losses import attack_loss, check_loss_name, is_successful
+from .static_loop import StepLoop
 from .targeting import TargetSpec
 
 Schedule = Literal["constant", "cosine", "step"]
@@ -150,6 +152,10 @@ class PGD(Attack):
         xs, ys = x[ids], y[ids]
         ts = targets[ids] if targets is not None else None
         cur = self.threat.random_start(xs, gen, radius="uniform") if self.random_start else xs.clone()
+        path = getattr(probe.model, "path", None)
+        if isinstance(path, FastPath) and path.cuda_graphs and self.threat.norm in ("linf", "l2"):
+            self._fixed_shape_run(probe, xs, ys, ts, ids, best, cur, graph=True)
+            return
         every = self.check_every or (4 if x.is_cuda else 1)
         # linf: the feasible set is a box, so step + projection fuse into add + one clamp
         lo, hi = self.threat.linf_box(xs) if self.threat.norm == "linf" else (None, None)
@@ -165,13 +171,43 @@ class PGD(Attack):
                 if bool(success.all()):
                     break
                 ids, xs, ys, ts, cur, grad, lo, hi = select_rows(~success, ids, xs, ys, ts, cur, grad, lo, hi)
-            size = step_size_at(self.step_size, k, self.steps, self.schedule)
-            if self.step_rule == "scaled":
-                cur = self._scaled_linf_step(xs, cur, grad, size)
-            elif lo is not None:
-                cur = torch.clamp(cur.add(grad.sign(), alpha=size), lo, hi)
-            else:
-                cur = self.threat.project(xs, cur + self._step(grad, size))
+            cur = self._advance(xs, cur, grad, step_size_at(self.step_size, k, self.steps, self.schedule), lo, hi)
+
+    def _advance(self, xs: Tensor, cur: Tensor, grad: Tensor, size: Tensor | float, lo: Tensor | None,
+                 hi: Tensor | None) -> Tensor:
+        """One step from cur along grad and back into the feasible set (both loops use it)."""
+        if self.step_rule == "scaled":
+            return self._scaled_linf_step(xs, cur, grad, size)
+        if lo is not None:   # linf: step + projection fuse into add + one clamp (size * sign is exact)
+            return torch.clamp(cur + size * grad.sign(), lo, hi)
+        return self.threat.project(xs, cur + self._step(grad, size))
+
+    def _fixed_shape_run(self, probe: ModelProbe, xs: Tensor, ys: Tensor, ts: Tensor | None, ids: Tensor,
+                         best: BestIterate, cur: Tensor, graph: bool) -> None:
+        """The iterations on a fixed working set, as a CUDA graph where `graph` and the device allow.
+        Broken points keep stepping (their best iterate keeps the success), so early stopping only
+        ends the loop once every point is broken, checked every 8 iterations."""
+        lo, hi = self.threat.linf_box(xs) if self.threat.norm == "linf" else (None, None)
+        state = {"cur": cur, "size": torch.zeros((), device=cur.device, dtype=cur.dtype)}
+
+        def body(s: dict[str, Tensor]) -> dict[str, Tensor]:
+            values, grad, logits = probe.loss_and_grad(s["cur"], ys, ts, self.loss, self.eot_iter)
+            best.update(ids, s["cur"], values, is_successful(logits, ys, ts), logits)
+            return {"cur": self._advance(xs, s["cur"], grad, s["size"], lo, hi)}
+
+        loop = StepLoop(body, state, graph=graph)
+
+        def before(k: int) -> None:
+            loop.state["size"].fill_(step_size_at(self.step_size, k, self.steps, self.schedule))
+
+        stop = (lambda: bool(best.success[ids].all())) if self.early_stop else None
+        loop.run(self.steps, before=before, stop=stop, check_every=8)
+        probe.n_forward += loop.uncounted * ids.numel() * self.eot_iter
+        probe.n_backward += loop.uncounted * ids.numel() * self.eot_iter
+        if self.early_stop or probe.verify:
+            best.observe(probe, ids, loop.state["cur"], ys, ts, self.loss, need_grad=False)
+        else:
+            best.take(ids, loop.state["cur"])  # perturb(): Madry's last iterate
 
 
     def _scaled_linf_step(self, x: Tensor, cur: Tensor, grad: Tensor, size: Tensor | float) -> Tensor:
