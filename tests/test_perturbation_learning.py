@@ -303,3 +303,11 @@ def test_kumano_convnet_and_scaled_l0_steps():
     x, y = _images(16)
     res = SparseL0(ThreatModel("l0", 3), steps=3, step_rule="scaled", early_stop=False)(_source(), x, y)
     assert int(((res.x_adv - x).flatten(1) != 0).sum(1).max()) <= 3
+
+
+def test_kumano_students_learning_rate_per_scenario():
+    from advlab.experiments.reproductions.kumano2024 import KUMANO_BUDGETS, student_lr
+    cpu = KUMANO_BUDGETS["cpu"]
+    assert student_lr(cpu, "natural_rand") == student_lr(cpu, "natural_det") == 0.1
+    assert student_lr(cpu, "uniform") == cpu.lr == 0.05          # noise students keep the source's rate
+    assert student_lr(KUMANO_BUDGETS["quick"], "natural_rand") == KUMANO_BUDGETS["quick"].lr
