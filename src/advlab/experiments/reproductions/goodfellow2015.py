@@ -62,9 +62,9 @@ BUDGETS = {
     # ends at or below the naive clean error (G5); the ensemble's other members train 4 epochs
     "quick": Budget(maxout_epochs=8, softmax_epochs=3, rbf_epochs=5, ensemble=3, n_eval=2000, n_strong=300,
                     l1_coefs=(0.0025,), member_epochs=4, at_epochs=20),
-    # the full budget's models on 2 CPU cores in about 90 minutes (measured: 88 of training): 60 maxout epochs (170 for the FGSM-trained
-    # net), 5 ensemble members (the naive net and 4 more trained 20 epochs), two L1 coefficients (the paper's
-    # 0.0025 and a small one); no 1600-unit net
+    # the full budget's models on 2 CPU cores in about 90 minutes (88 of them training): 60 maxout epochs (170
+    # for the FGSM-trained net), 5 ensemble members (the naive net and 4 more trained 20 epochs), two L1
+    # coefficients (the paper's 0.0025 and a small one); no 1600-unit net
     "cpu": Budget(maxout_epochs=60, softmax_epochs=20, rbf_epochs=30, ensemble=5, n_eval=10000, n_strong=1000,
                   l1_coefs=(0.0025, 0.0001), member_epochs=20, at_epochs=170),
     "full": Budget(maxout_epochs=100, softmax_epochs=20, rbf_epochs=30, ensemble=12, n_eval=10000, n_strong=1000,
