@@ -478,8 +478,11 @@ def _recipe_note(b: dict[str, Any]) -> str:
             "keeping each sample's lowest-loss iterate; SGD with Nesterov momentum and weight decay 5e-4, batch "
             f"128. Different: {b['n_source'] or 'all'} attacked training images (public: all 60,000) and "
             f"{b['n_noise']} noise images (public: 1.2M); source and students are {b['model']} trained "
-            f"{b['source_epochs']} / {b['student_epochs']} epochs with a cosine schedule at lr {b['lr']} (students "
-            f"on natural images: {dict(map(tuple, b.get('student_lr') or ())).get('natural_rand', b['lr'])}) (public: "
+            f"{b['source_epochs']} / {b['student_epochs']} epochs with a cosine schedule at lr {b['lr']}"
+            + (f" (students on natural images: {dict(map(tuple, b['student_lr']))['natural_rand']}, a rate chosen on "
+               "10,000 held-out training images with true labels, never on the test set)"
+               if "natural_rand" in dict(map(tuple, b.get("student_lr") or ())) else "")
+            + " (public: "
             "a 1.05M-parameter residual ConvNet, 100 epochs, 300 for noise, lr 0.01 for l2/linf and 0.1 for l0, "
             "reduce-on-plateau, fp16); linf steps are sign steps clipped to the ball (linf_rule="
             f"'{b.get('linf_rule', 'steepest')}'), where the public code steps along g / max|g| and rescales the "
