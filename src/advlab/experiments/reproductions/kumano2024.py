@@ -109,6 +109,11 @@ def student_lr(b: KumanoBudget, scenario: str) -> float:
     return dict(b.student_lr).get(scenario, b.lr)
 
 
+def _stored_student_lr(b: dict[str, Any], scenario: str) -> float | None:
+    """student_lr of a budget as results.json stores it (pairs as lists); None where not set."""
+    return dict(map(tuple, b.get("student_lr") or ())).get(scenario)
+
+
 def _config(b: KumanoBudget, epochs: int, seed: int, lr: float | None = None) -> TrainConfig:
     lr = b.lr if lr is None else lr
     if b.optimizer == "sgd":
@@ -377,7 +382,7 @@ def _why(row: dict[str, Any], r: dict[str, Any]) -> str:
                 "the authors' own MNIST run misses the same bar (l0 0.8%, l2 38.6%, linf 10.5% at its last epoch: "
                 "paper column)")
     n = f"{b['n_source']:,}" if b["n_source"] else "all 60,000"
-    lr = dict(map(tuple, b.get("student_lr") or ())).get(row.get("key", "/").split("/")[0], b["lr"])
+    lr = _stored_student_lr(b, row.get("key", "/").split("/")[0]) or b["lr"]
     return (f"{n} attacked images and {b['student_epochs']} epochs of {b['model']} at lr {lr}, cosine (the "
             "authors: 100 epochs of a 1.05M-parameter residual "
             "ConvNet at lr 0.01, reduce-on-plateau, which reach the paper column's number); more attacked images do "
@@ -479,9 +484,9 @@ def _recipe_note(b: dict[str, Any]) -> str:
             f"128. Different: {b['n_source'] or 'all'} attacked training images (public: all 60,000) and "
             f"{b['n_noise']} noise images (public: 1.2M); source and students are {b['model']} trained "
             f"{b['source_epochs']} / {b['student_epochs']} epochs with a cosine schedule at lr {b['lr']}"
-            + (f" (students on natural images: {dict(map(tuple, b['student_lr']))['natural_rand']}, a rate chosen on "
+            + (f" (students on natural images: {_stored_student_lr(b, 'natural_rand')}, a rate chosen on "
                "10,000 held-out training images with true labels, never on the test set)"
-               if "natural_rand" in dict(map(tuple, b.get("student_lr") or ())) else "")
+               if _stored_student_lr(b, "natural_rand") else "")
             + " (public: "
             "a 1.05M-parameter residual ConvNet, 100 epochs, 300 for noise, lr 0.01 for l2/linf and 0.1 for l0, "
             "reduce-on-plateau, fp16); linf steps are sign steps clipped to the ball (linf_rule="
