@@ -124,9 +124,12 @@ def model_plan(b: Budget) -> dict[str, dict[str, Any]]:
                 "cfg": lambda s: TrainConfig(epochs=b.rbf_epochs, batch_size=100, optimizer="adam", lr=1e-2,
                                              seed=s)},
     }
+    # G10 is about where the L1 fit gets stuck under the paper's schedule: pylearn2's maxout recipe keeps the
+    # rate near 0.1 (decay 1.000004 per step: 0.087 after 60 epochs), so the L1 nets train at a constant rate;
+    # a cosine schedule anneals to 0 and lets SGD settle below the stuck fit (3.4% training error, cpu budget)
     for c in b.l1_coefs:
         plan[f"maxout_l1_{c:g}"] = {"model": ("maxout_mlp", {}), "objective": ("standard", {}),
-                                    "cfg": lambda s, c=c: replace(_maxout_cfg(b, s),
+                                    "cfg": lambda s, c=c: replace(_maxout_cfg(b, s), schedule="constant",
                                                                   l1={"features.2.linear.weight": c})}
     if b.wide_units:
         wide = ("maxout_mlp", {"units": b.wide_units})
@@ -259,7 +262,7 @@ def run_goodfellow2015(out: Path, budget: str = "quick", seeds: int = 1, device:
             models[name], info = _train(name, spec, train, seed, out, log)
             m = measure(models[name], test_eval, b.n_strong, name in ("softmax", "maxout", "maxout_at"), seed)
             if name.startswith("maxout_l1"):
-                m["train_error"] = _err(models[name], train.x[:10000], train.y[:10000])[0]
+                m["train_error"] = _err(models[name], train.x, train.y)[0]   # pylearn2's train_y_misclass
             if seed == 0 and name in ("maxout", "maxout_at", "rbf", "softmax"):
                 figs[f"conf_adv__{name}"] = m["_conf_adv"]
             m.pop("_conf_adv")
@@ -465,10 +468,9 @@ def paper_rows(r: dict[str, Any]) -> list[dict[str, Any]]:
                          "paper": 0.05 if coef >= 0.0025 else None, "ours": m[name]["train_error"],
                          "check": "> 5% at 0.0025" if coef >= 0.0025 else "",
                          "holds": mean(m[name]["train_error"]) > 0.05 if coef >= 0.0025 else None,
-                         "why": "training error is measured without dropout on the first 10,000 training images; the "
-                                "penalty zeroes nearly all first-layer weights and the fit stalls far above the naive "
-                                "net's, but below 5% at this budget (with the training-time dropout active it is "
-                                "above: 7.5% in the cpu run); the paper does not say how its 5% was measured",
+                         "why": "training error without dropout on every training image (pylearn2's train_y_misclass), "
+                                "the net trained at the paper's near-constant rate; with a cosine schedule to 0 the "
+                                "fit settles lower (3.4% on 10,000 training images in an earlier cpu run)",
                          "source": source(name)})
     return rows
 
