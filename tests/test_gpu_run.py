@@ -1,5 +1,5 @@
-"""benchmarks/gpu_run.sh is checked on the CPU (tiny sizes) before any device time is spent on it:
-every step runs and writes its JSON with the fields that benchmarks/RESULTS.md quotes."""
+"""benchmarks/gpu_run.sh and gpu_mnist_record.sh are checked on the CPU (tiny sizes) before any device time
+is spent on them: every step runs and writes its JSON with the fields that benchmarks/RESULTS.md quotes."""
 import json
 import os
 import shutil
@@ -11,17 +11,23 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _smoke(script: str, out: Path) -> str:
+    """Run benchmarks/SCRIPT.sh at its tiny CPU sizes into `out`; its log, after checking it exited 0."""
+    if shutil.which("timeout") is None:
+        pytest.skip("needs coreutils timeout")
+    env = {**os.environ, "GPU_RUN_SMOKE": "1", "OUT": str(out)}
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / f"{script}.sh")], env=env, capture_output=True,
+                          text=True, timeout=900)
+    log = (out / f"{script}.log").read_text()
+    assert proc.returncode == 0, proc.stdout + proc.stderr + log
+    return log
+
+
 @pytest.mark.mnist
 def test_gpu_run_script_smoke_on_cpu(tmp_path, mnist_cache):
     pytest.importorskip("torchattacks")
     pytest.importorskip("pyautoattack")
-    if shutil.which("timeout") is None:
-        pytest.skip("needs coreutils timeout")
-    env = {**os.environ, "GPU_RUN_SMOKE": "1", "OUT": str(tmp_path)}
-    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_run.sh")], env=env, capture_output=True,
-                          text=True, timeout=900)
-    log = (tmp_path / "gpu_run.log").read_text()
-    assert proc.returncode == 0, proc.stdout + proc.stderr + log
+    log = _smoke("gpu_run", tmp_path)
     for step in ("attacks", "train", "checks"):
         assert f"== {step}: exit 0" in log, log
     attacks = json.loads((tmp_path / "attacks.json").read_text())
@@ -38,3 +44,16 @@ def test_gpu_run_script_smoke_on_cpu(tmp_path, mnist_cache):
     suite = json.loads((tmp_path / "suite.json").read_text())
     assert [r["impl"].split()[0] for r in suite["rows"]] == ["advlab", "pyautoattack"]
     assert json.loads((tmp_path / "env.json").read_text())["torch"]
+
+
+@pytest.mark.mnist
+def test_gpu_mnist_record_script_smoke_on_cpu(tmp_path, mnist_cache):
+    """benchmarks/gpu_mnist_record.sh trains and evaluates the record recipe (tiny sizes on the CPU) and
+    brings back the run directory, the exact command and a summary with the numbers RESULTS.md quotes."""
+    _smoke("gpu_mnist_record", tmp_path)
+    assert "run mnist_trades_gpu" in (tmp_path / "command.txt").read_text()
+    record = json.loads((tmp_path / "record.json").read_text())
+    assert record["finished"] and record["n_eval"] == 16 and record["train_seconds"] > 0
+    assert 0.0 <= record["robust_accuracy"] <= record["clean_accuracy"] <= 1.0
+    results = json.loads((tmp_path / "mnist_trades_gpu" / "results.json").read_text())
+    assert results["worst_case"]["suite"] == "standard"
