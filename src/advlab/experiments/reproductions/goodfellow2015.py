@@ -457,10 +457,9 @@ def paper_rows(r: dict[str, Any]) -> list[dict[str, Any]]:
                      "ours": None, "source": f"{budget} budget: not trained", "check": "measured", "holds": False,
                      "why": f"not trained at the {budget} budget: one epoch of the 1600-unit net with the FGSM "
                             "objective takes about 220 s on 2 CPU cores (15x the 240-unit net); a pilot of it with "
-                            "this recipe, "
-                            "cosine over 16 epochs (57 min), ended at 2.1% clean and 55.7% FGSM error (2,000 test "
-                            "points), no faster per epoch than the 240-unit net, so the paper's training would take "
-                            "most of a day; `--budget full` trains it (a GPU job)"})
+                            "this recipe, cosine over 16 epochs (57 min), ended at 2.1% clean and 55.7% FGSM error "
+                            "(2,000 test points), no faster per epoch than the 240-unit net, so the paper's training "
+                            "would take most of a day; `--budget full` trains it (a GPU job)"})
     for row in rows:
         row.setdefault("source", source(*_row_models(row["quantity"])))
     for name in m:

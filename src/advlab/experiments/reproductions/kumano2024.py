@@ -475,6 +475,7 @@ def _save_examples(out: Path, b: KumanoBudget) -> None:
 def _recipe_note(b: dict[str, Any]) -> str:
     """Where this budget follows the authors' code (s-kumano/learning-from-adversarial-perturbations) and
     where it departs, and why the paper column is mostly empty."""
+    natural_lr = _stored_student_lr(b, "natural_rand")
     return ("Paper column: the authors' own MNIST runs, read off the validation-accuracy figure their repository "
             "commits (ipynbs/practical/graphs.ipynb; last epoch, to about 1 pt; noise: their 60,000-sample set); "
             "the paper's table could not be read offline; rows without a value compare against the checks only. "
@@ -484,9 +485,8 @@ def _recipe_note(b: dict[str, Any]) -> str:
             f"128. Different: {b['n_source'] or 'all'} attacked training images (public: all 60,000) and "
             f"{b['n_noise']} noise images (public: 1.2M); source and students are {b['model']} trained "
             f"{b['source_epochs']} / {b['student_epochs']} epochs with a cosine schedule at lr {b['lr']}"
-            + (f" (students on natural images: {_stored_student_lr(b, 'natural_rand')}, a rate chosen on "
-               "10,000 held-out training images with true labels, never on the test set)"
-               if _stored_student_lr(b, "natural_rand") else "")
+            + (f" (students on natural images: {natural_lr}, a rate chosen on "
+               "10,000 held-out training images with true labels, never on the test set)" if natural_lr else "")
             + " (public: "
             "a 1.05M-parameter residual ConvNet, 100 epochs, 300 for noise, lr 0.01 for l2/linf and 0.1 for l0, "
             "reduce-on-plateau, fp16); linf steps are sign steps clipped to the ball (linf_rule="
