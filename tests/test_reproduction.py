@@ -35,6 +35,15 @@ def test_goodfellow2015_miniature_pipeline(mnist_cache, tmp_path):
     (out / "report.md").unlink()
     again = CliRunner().invoke(main, ["report", str(out)])
     assert again.exit_code == 0 and (out / "report.md").exists()
+    # every measurement is a cell: without the trained models, a rerun reads them back and trains nothing
+    import shutil
+    shutil.rmtree(out / "models")
+    again = CliRunner().invoke(main, ["reproduce", "goodfellow2015", "--budget", "tiny", "--out", str(out),
+                                      "--device", "cpu"])
+    assert again.exit_code == 0, again.output
+    r2 = json.loads((out / "results.json").read_text())
+    assert r2["rows"] == r["rows"] and r2["models"] == r["models"] and not (out / "models").exists()
+    assert len(r2["reused_cells"]) == len(r["per_seed"]) + 3 and "read back" in (out / "report.md").read_text()
 
 
 def test_goodfellow_follows_the_papers_unclipped_fgsm_and_objective():
@@ -74,6 +83,31 @@ def test_committed_goodfellow_cpu_report_has_every_g_row(tmp_path):
         if row.get("holds") is False:
             assert row.get("why"), row
     assert rows == r["rows"]   # the committed rows are this version's
+
+
+def test_wide_net_carries_g7_only_when_trained_as_long_as_the_paper():
+    """G6's 1600-unit net: trained shorter (the cpu budget's wide_epochs), G7's 17.9% check stays on the
+    240-unit net and the wide row says why; trained to the full recipe, the check moves to the wide net."""
+    from copy import deepcopy
+    from pathlib import Path
+
+    from advlab.experiments.reproductions.goodfellow2015 import BUDGETS, model_plan, paper_rows
+    plan = model_plan(BUDGETS["cpu"])
+    assert plan["maxout1600"]["cfg"](0).epochs == 10 and plan["maxout1600_at"]["cfg"](0).epochs == 15
+    assert plan["maxout1600"]["model"] == ("maxout_mlp", {"units": 1600})
+    assert model_plan(BUDGETS["full"])["maxout1600_at"]["cfg"](0).epochs == BUDGETS["full"].at_epochs
+    root = Path(__file__).resolve().parents[1] / "docs" / "results" / "goodfellow2015"
+    r = json.loads((root / "results.json").read_text())
+    r["models"].setdefault("maxout1600", deepcopy(r["models"]["maxout"]))
+    r["models"].setdefault("maxout1600_at", deepcopy(r["models"]["maxout_at"]))
+    for epochs, short in (([10, 15], True), (None, False)):
+        r["budget_settings"].update(wide_units=1600, wide_epochs=epochs)
+        rows = paper_rows(r)
+        g7 = [row for row in rows if row["id"] == "G7" and "FGSM error" in row["quantity"]]
+        narrow, wide = g7[0], g7[-1]
+        assert wide["quantity"].startswith("1600-unit") and len([x for x in rows if x["id"] == "G6"]) == 2
+        assert (narrow["holds"] is not None) == short and (wide["holds"] is None) == short
+        assert ("10 naive and 15 FGSM-trained epochs" in wide.get("why", "")) == short
 
 
 def test_wen2020_miniature_pipeline_and_analyze(mnist_cache, tmp_path):

@@ -32,6 +32,10 @@ def model_path(out: Path, key: str) -> Path:
     return out / "models" / f"{key}.safetensors"
 
 
+def cell_path(out: Path, key: str) -> Path:
+    return out / "cells" / f"{key}.json"
+
+
 def train_or_load(out: Path, key: str, build: Callable[[], nn.Module], train: Callable[[nn.Module], dict[str, Any]],
                   log: Callable[[str], None] = print, recipe: Any = None) -> tuple[nn.Module, dict[str, Any]]:
     """The model `key`: loaded with its recorded info when a previous run trained it (info gets
@@ -58,7 +62,7 @@ def train_or_load(out: Path, key: str, build: Callable[[], nn.Module], train: Ca
 def cached_cell(out: Path, key: str, compute: Callable[[], dict[str, Any]], recipe: Any = None) -> dict[str, Any]:
     """A finished measurement `key`: read back when present (and made with the same `recipe`), else
     computed and written at once."""
-    path = out / "cells" / f"{key}.json"
+    path = cell_path(out, key)
     wanted = None if recipe is None else recipe_fingerprint(recipe)
     if path.exists():
         value = json.loads(path.read_text())
