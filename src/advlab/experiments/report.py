@@ -67,6 +67,12 @@ def miss_explanations(rows: list[dict[str, Any]]) -> list[str]:
             for r in rows if r.get("holds") is False]
 
 
+def row_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per row that holds (or has no check) but carries a `why`: a caveat the reader needs as much
+    as a miss's reason (a narrow margin, run-to-run spread, a shortened recipe)."""
+    return [f"{r['id']} {r['quantity']}: {r['why']}" for r in rows if r.get("holds") is not False and r.get("why")]
+
+
 def verdict_summary(rows: list[dict[str, Any]]) -> str:
     """One line: how many checked rows hold, and which miss."""
     checked = [r for r in rows if r.get("holds") is not None]
@@ -156,6 +162,11 @@ def write_report(run_dir: Path, title: str, intro: str, rows: list[dict[str, Any
         if misses:
             md += ["### Why the misses miss", ""] + [f"- {m}" for m in misses] + [""]
             parts += ["<h3>Why the misses miss</h3><ul>"] + [f"<li>{html.escape(m)}</li>" for m in misses] + ["</ul>"]
+        notes = row_notes(rows)
+        if notes:
+            md += ["### Notes on the other rows", ""] + [f"- {n}" for n in notes] + [""]
+            parts += ["<h3>Notes on the other rows</h3><ul>"] + [f"<li>{html.escape(n)}</li>" for n in notes]
+            parts += ["</ul>"]
     for heading, body in sections:
         md += [f"## {heading}", ""]
         parts.append(f"<h2>{html.escape(heading)}</h2>")
