@@ -85,6 +85,22 @@ def test_committed_goodfellow_cpu_report_has_every_g_row(tmp_path):
     assert rows == r["rows"]   # the committed rows are this version's
 
 
+def test_every_committed_miss_says_why():
+    """Every committed reproduction report explains each check it misses (never 'no explanation')."""
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1] / "docs" / "results"
+    seen = 0
+    for path in sorted(root.glob("*/results.json")):
+        r = json.loads(path.read_text())
+        for row in r.get("rows", []):
+            if row.get("holds") is False:
+                seen += 1
+                assert row.get("why"), (path.parent.name, row["quantity"])
+        if (path.parent / "report.md").exists() and r.get("rows"):
+            assert "no explanation recorded" not in (path.parent / "report.md").read_text(), path.parent.name
+    assert seen > 0
+
+
 def test_wide_net_carries_g7_only_when_trained_as_long_as_the_paper():
     """G6's 1600-unit net: trained shorter (the cpu budget's wide_epochs), G7's 17.9% check stays on the
     240-unit net and the wide row says why; trained to the full recipe, the check moves to the wide net."""
