@@ -158,15 +158,11 @@ def write_report(run_dir: Path, title: str, intro: str, rows: list[dict[str, Any
         md += ["## Paper vs advlab", "", setting, "", _md_table(cells), "", f"**{summary}.**", ""]
         parts += ["<h2>Paper vs advlab</h2>", f"<p class='note'>{html.escape(setting)}</p>", _html_table(cells),
                   f"<p><b>{html.escape(summary)}.</b></p>"]
-        misses = miss_explanations(rows)
-        if misses:
-            md += ["### Why the misses miss", ""] + [f"- {m}" for m in misses] + [""]
-            parts += ["<h3>Why the misses miss</h3><ul>"] + [f"<li>{html.escape(m)}</li>" for m in misses] + ["</ul>"]
-        notes = row_notes(rows)
-        if notes:
-            md += ["### Notes on the other rows", ""] + [f"- {n}" for n in notes] + [""]
-            parts += ["<h3>Notes on the other rows</h3><ul>"] + [f"<li>{html.escape(n)}</li>" for n in notes]
-            parts += ["</ul>"]
+        for heading, items in (("Why the misses miss", miss_explanations(rows)),
+                               ("Notes on the other rows", row_notes(rows))):
+            if items:
+                md += [f"### {heading}", ""] + [f"- {item}" for item in items] + [""]
+                parts += [f"<h3>{heading}</h3><ul>"] + [f"<li>{html.escape(item)}</li>" for item in items] + ["</ul>"]
     for heading, body in sections:
         md += [f"## {heading}", ""]
         parts.append(f"<h2>{html.escape(heading)}</h2>")

@@ -348,35 +348,23 @@ def finding_rows(f: dict[str, Any], runs: list[dict[str, Any]] | None = None,
     robust = f["W1"].get("robust_acc_ref", f["W1"].get("robust_acc_at_0.1"))
     adv_falls = _adversarial_ratio_falls(f)
     why = _miss_reasons(f, runs, dataset) if runs else {}
-    rows = _rows(f, w3, robust, adv_falls)
-    for row, key in zip(rows, _reason_keys(rows)):
-        if row.get("holds") is False and key in why:
-            row["why"] = why[key]
-    return rows
 
+    def checked(row: dict[str, Any], reason: str) -> dict[str, Any]:
+        """A checked row, with why[reason] when it misses."""
+        return {**row, "why": why[reason]} if not row["holds"] and reason in why else row
 
-def _reason_keys(rows: list[dict[str, Any]]) -> list[str]:
-    """Which reason of `_miss_reasons` explains each checked row."""
-    def key(row: dict[str, Any]) -> str:
-        q = row["quantity"]
-        if row["id"] == "W1":
-            return "W1 clean" if "clean" in q else "W1 robust"
-        if row["id"] == "W3":
-            return "W3 largest" if "largest singular value falls" in q else "W3 spread"
-        return row["id"]
-    return [key(r) for r in rows]
-
-
-def _rows(f: dict[str, Any], w3: dict[str, Any], robust: float, adv_falls: float) -> list[dict[str, Any]]:
     return [
-        {"id": "W1", "quantity": "rank corr(eps, clean test accuracy)", "paper": -1.0, "pct": False,
-         "ours": f["W1"]["clean_acc"], "check": "<= -0.8", "holds": f["W1"]["clean_acc"] <= -0.8},
-        {"id": "W1", "quantity": f"rank corr(eps, PGD-20 robust accuracy at eps {f['W1'].get('ref_eps', 0.1):.4g})",
-         "paper": 1.0, "pct": False, "ours": robust, "check": "> 0", "holds": robust > 0},
-        {"id": "W2", "quantity": "rank corr(eps, train - test accuracy gap)", "paper": -1.0, "pct": False,
-         "ours": f["W2"]["gap"], "check": "< 0 (measured status)", "holds": f["W2"]["gap"] < 0},
-        {"id": "W3", "quantity": "share of layers whose largest singular value falls with eps", "paper": 1.0,
-         "ours": w3["share_largest_falls"], "check": "> 50%", "holds": w3["share_largest_falls"] > 0.5},
+        checked({"id": "W1", "quantity": "rank corr(eps, clean test accuracy)", "paper": -1.0, "pct": False,
+                 "ours": f["W1"]["clean_acc"], "check": "<= -0.8", "holds": f["W1"]["clean_acc"] <= -0.8},
+                "W1 clean"),
+        checked({"id": "W1", "quantity": "rank corr(eps, PGD-20 robust accuracy at eps "
+                 f"{f['W1'].get('ref_eps', 0.1):.4g})", "paper": 1.0, "pct": False, "ours": robust,
+                 "check": "> 0", "holds": robust > 0}, "W1 robust"),
+        checked({"id": "W2", "quantity": "rank corr(eps, train - test accuracy gap)", "paper": -1.0, "pct": False,
+                 "ours": f["W2"]["gap"], "check": "< 0 (measured status)", "holds": f["W2"]["gap"] < 0}, "W2"),
+        checked({"id": "W3", "quantity": "share of layers whose largest singular value falls with eps", "paper": 1.0,
+                 "ours": w3["share_largest_falls"], "check": "> 50%", "holds": w3["share_largest_falls"] > 0.5},
+                "W3 largest"),
         {"id": "W3", "quantity": "share of layers whose spread (std / largest) falls with eps", "paper": 1.0,
          "ours": w3["share_spread_falls"]},
         *([{"id": "W3", "quantity": "rank corr(eps, product of the layers' largest singular values)",
@@ -389,18 +377,20 @@ def _rows(f: dict[str, Any], w3: dict[str, Any], robust: float, adv_falls: float
            "paper": 1.0, "ours": k[f"{key}_falls"]}
           for kind, k in w3.get("by_kind", {}).items()
           for key, what in (("largest", "largest singular value"), ("spread", "spread (std / largest)"))],
-        {"id": "W3", "quantity": "share of layers with rank corr(eps, spread) <= -0.8", "paper": 1.0,
-         "ours": w3["share_spread_strong"], "check": "> 50%", "holds": w3["share_spread_strong"] > 0.5},
-        {"id": "W4", "quantity": "rank corr(eps, mean test confidence)", "paper": -1.0, "pct": False,
-         "ours": f["W4"]["test_confidence"], "check": "<= -0.8", "holds": f["W4"]["test_confidence"] <= -0.8},
+        checked({"id": "W3", "quantity": "share of layers with rank corr(eps, spread) <= -0.8", "paper": 1.0,
+                 "ours": w3["share_spread_strong"], "check": "> 50%", "holds": w3["share_spread_strong"] > 0.5},
+                "W3 spread"),
+        checked({"id": "W4", "quantity": "rank corr(eps, mean test confidence)", "paper": -1.0, "pct": False,
+                 "ours": f["W4"]["test_confidence"], "check": "<= -0.8", "holds": f["W4"]["test_confidence"] <= -0.8},
+                "W4"),
         {"id": "W4", "quantity": "rank corr(eps, mean train confidence)", "paper": -1.0, "pct": False,
          "ours": f["W4"]["train_confidence"]},
         {"id": "W4", "quantity": "rank corr(eps, mean logit margin)", "paper": -1.0, "pct": False,
          "ours": f["W4"]["test_margin"]},
         {"id": "W4", "quantity": "rank corr(eps, instance-space margin of correct clean points)", "paper": 1.0,
          "pct": False, "ours": f["W4"]["instance_margin_correct"]},
-        {"id": "W5", "quantity": "share of layers whose adversarial feature ratio falls with eps", "paper": 1.0,
-         "ours": adv_falls, "check": "> 50% (measured status)", "holds": adv_falls > 0.5},
+        checked({"id": "W5", "quantity": "share of layers whose adversarial feature ratio falls with eps", "paper": 1.0,
+                 "ours": adv_falls, "check": "> 50% (measured status)", "holds": adv_falls > 0.5}, "W5"),
     ]
 
 
